@@ -1,0 +1,41 @@
+"""Model cards: what the catalog shows of an installed model."""
+
+from __future__ import annotations
+
+from app.request_models import example
+from app.schemas import ModelCard
+from model_store.store import ModelEntry
+
+
+def card(entry: ModelEntry, versions: list[int]) -> ModelCard:
+    m = entry.manifest
+    return ModelCard(
+        id=m.id,
+        name=m.name,
+        version=m.version,
+        versions=versions,
+        category=m.category,
+        subcategory=m.subcategory,
+        description=m.description,
+        output=m.output.model_dump(),
+        parameters={name: p.model_dump(exclude_none=True) for name, p in m.parameters.items()},
+        formats=m.formats,
+        license=m.license,
+        citations=[c.model_dump(exclude_none=True) for c in m.citations],
+        sha256=m.sha256,
+        provenance=m.provenance,
+        generate=f"/generate/{m.category}/{m.subcategory}",
+        request_example=example(m),
+    )
+
+
+def latest_cards(entries: list[ModelEntry]) -> list[ModelCard]:
+    """One card per model id: its latest version, listing every installed version."""
+    by_id: dict[str, list[ModelEntry]] = {}
+    for entry in entries:
+        by_id.setdefault(entry.manifest.id, []).append(entry)
+    cards = []
+    for model_id in sorted(by_id):
+        versions = sorted(by_id[model_id], key=lambda e: e.manifest.version)
+        cards.append(card(versions[-1], [e.manifest.version for e in versions]))
+    return cards

@@ -1,0 +1,35 @@
+"""Builds the FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from redis import Redis
+
+from app import errors
+from app.routes import health, jobs, models
+from app.routes.generate import make_router
+from deepsynthbody import __version__
+from deepsynthbody.settings import Settings, get_settings
+
+DESCRIPTION = (
+    "Deep generative models of synthetic medical data, organised by body system. "
+    "POST a generation request, poll the job, then download a zip archive with provenance "
+    "or read the samples as NDJSON while they are made."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise RuntimeError("set DSB_REDIS_URL (or REDIS_URL), or run `deepsynthbody serve`, which starts a private Redis")
+    store = settings.model_store()
+    app = FastAPI(title="DeepSynthBody", version=__version__, description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+    errors.install(app)
+    app.include_router(make_router(store, settings.max_samples))
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,55 @@
+"""Request schemas built from model manifests: a model's own parameters are validated like built-in fields."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from model_store.manifest import Manifest, Parameter
+
+MAX_SEED = 2**63 - 1
+_PY_TYPES: dict[str, type] = {"integer": int, "number": float, "boolean": bool}
+
+
+def _parameter_field(param: Parameter) -> tuple[Any, Any]:
+    annotation: Any = Literal[tuple(param.enum)] if param.enum else _PY_TYPES[param.type]
+    return annotation, Field(param.default, description=param.description, ge=param.minimum, le=param.maximum)
+
+
+def example(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "num_samples": 100,
+        "seed": 42,
+        "format": manifest.formats[0],
+        **{name: (p.enum[-1] if p.enum else p.default) for name, p in manifest.parameters.items()},
+    }
+
+
+@lru_cache(maxsize=256)
+def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
+    manifest = Manifest.model_validate_json(manifest_json)
+    fields: dict[str, Any] = {
+        "num_samples": (int, Field(1, ge=1, le=max_samples, description=f"How many samples, 1 to {max_samples}.")),
+        "seed": (int | None, Field(None, ge=0, le=MAX_SEED, description="Same seed, same samples. Omit: the service picks one and returns it.")),
+        "format": (Literal[tuple(manifest.formats)], Field(manifest.formats[0], description="File format of the archive.")),
+        "model": (Literal[manifest.id] | None, Field(None, description="Model id, when a subcategory has several.")),
+        "version": (int | None, Field(None, ge=1, description="Model version; omit for the latest.")),
+    }
+    fields |= {name: _parameter_field(p) for name, p in manifest.parameters.items()}
+    title = "".join(part.capitalize() for part in manifest.id.split("-")) + "Request"
+    config = ConfigDict(extra="forbid", strict=True, title=title, json_schema_extra={"examples": [example(manifest)]})
+    return create_model(title, __config__=config, **fields)
+
+
+def request_model(manifest: Manifest, max_samples: int) -> type[BaseModel]:
+    return _request_model(manifest.model_dump_json(), max_samples)
+
+
+def parse(manifest: Manifest, max_samples: int, body: bytes) -> BaseModel:
+    """Validate a raw JSON body; raises pydantic.ValidationError with what to fix."""
+    return request_model(manifest, max_samples).model_validate_json(body)
+
+
+__all__ = ["ValidationError", "example", "parse", "request_model"]

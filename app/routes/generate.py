@@ -1,0 +1,117 @@
+"""Generation requests: validated against the model's manifest, enqueued for the workers by name."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from rq import Queue, Retry
+
+from app import request_models
+from app.deps import QueueDep, SettingsDep, StoreDep
+from app.job_views import links
+from app.schemas import JobCreated, JobState, ModelRef
+from deepsynthbody.jobs import GENERATE_TASK, JobSpec
+from deepsynthbody.settings import Settings
+from model_store.store import ModelEntry, ModelStore
+
+MAX_SERVICE_SEED = 2**53 - 1  # seeds the service picks stay exact in every JSON client
+
+
+def openapi_request_body(store: ModelStore, max_samples: int) -> dict[str, Any]:
+    """Document one request schema and one example per installed model (the route itself is generic)."""
+    latest: dict[str, ModelEntry] = {}
+    for entry in store.entries():
+        latest[entry.manifest.id] = entry
+    schemas = [request_models.request_model(e.manifest, max_samples).model_json_schema() for e in latest.values()]
+    examples = {
+        f"{e.manifest.category}/{e.manifest.subcategory} ({e.manifest.id})": {
+            "summary": e.manifest.name,
+            "value": request_models.example(e.manifest),
+        }
+        for e in latest.values()
+    }
+    schema: dict[str, Any] = {"oneOf": schemas} if schemas else {"type": "object"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "examples": examples}}}}
+
+
+def _raw_selectors(body: bytes) -> tuple[str | None, int | None]:
+    """`model` and `version` as sent, to pick the manifest the rest of the body is checked against."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None  # the full validation below reports the JSON error
+    if not isinstance(document, dict):
+        return None, None
+    model, version = document.get("model"), document.get("version")
+    return (model if isinstance(model, str) else None, version if type(version) is int else None)
+
+
+def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
+    try:
+        return request_models.parse(entry.manifest, settings.max_samples, body)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def _enqueue(queue: Queue, settings: Settings, spec: JobSpec) -> None:
+    queue.enqueue(
+        GENERATE_TASK,
+        spec,
+        job_id=spec["job_id"],
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.result_ttl,
+        retry=Retry(max=2),
+        description=f"{spec['model_id']}:{spec['model_version']} x{spec['num_samples']} {spec['format']}",
+    )
+
+
+def make_router(store: ModelStore, max_samples: int) -> APIRouter:
+    router = APIRouter(tags=["generate"])
+
+    @router.post(
+        "/generate/{category}/{subcategory}",
+        status_code=202,
+        response_model=JobCreated,
+        summary="Queue a generation job",
+        description="Validated against the model's manifest; returns the job id at once. "
+        "Poll /jobs/{id}, then download /jobs/{id}/result or read /jobs/{id}/stream.",
+        openapi_extra=openapi_request_body(store, max_samples),
+        responses={404: {"description": "Unknown body system, subcategory, model or version"},
+                   422: {"description": "Invalid body: the message says what to fix"},
+                   503: {"description": "Job queue unreachable; retry after Retry-After seconds"}},
+    )
+    async def generate(category: str, subcategory: str, request: Request, response: Response,
+                       store: StoreDep, settings: SettingsDep, queue: QueueDep) -> JobCreated:
+        body = await request.body()
+        model, version = _raw_selectors(body)
+        entry = store.resolve(category, subcategory, model, version)
+        validated = _validate(entry, settings, body)
+        manifest = entry.manifest
+        seed = validated.seed if validated.seed is not None else secrets.randbelow(MAX_SERVICE_SEED + 1)
+        params = {name: getattr(validated, name) for name in manifest.parameters}
+        job_id = uuid.uuid4().hex
+        spec = JobSpec(
+            job_id=job_id,
+            model_id=manifest.id,
+            model_version=manifest.version,
+            num_samples=validated.num_samples,
+            seed=seed,
+            format=validated.format,
+            params=params,
+            request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
+        )
+        await run_in_threadpool(_enqueue, queue, settings, spec)
+        response.headers["Location"] = f"/jobs/{job_id}"
+        return JobCreated(job_id=job_id, status=JobState.queued, seed=seed,
+                          model=ModelRef(id=manifest.id, version=manifest.version), links=links(job_id))
+
+    return router

@@ -1,0 +1,39 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import redis.exceptions
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from rq import Worker
+
+from app.deps import RedisDep, StoreDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The API process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Redis reachable, a worker alive, models loaded; 503 with reasons otherwise")
+def readyz(redis: RedisDep, store: StoreDep) -> JSONResponse:
+    checks: dict[str, object] = {}
+    problems: list[str] = []
+    try:
+        redis.ping()
+        workers = len(Worker.all(connection=redis))
+        checks["redis"] = "ok"
+        checks["workers"] = workers
+        if workers == 0:
+            problems.append("no worker is alive: start one with `deepsynthbody worker`")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        checks["redis"] = f"unreachable: {exc}"
+        problems.append("Redis is unreachable")
+    models = [e.manifest.key for e in store.entries()]
+    checks["models"] = models
+    if not models:
+        problems.append("the model store is empty: run `deepsynthbody models build`")
+    body = {"ready": not problems, "checks": checks, "problems": problems}
+    return JSONResponse(body, status_code=503 if problems else 200)

@@ -1,0 +1,95 @@
+"""Response schemas, named by role."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    started = "started"
+    finished = "finished"
+    failed = "failed"
+    canceled = "canceled"
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+    stream: str
+
+
+class ModelRef(BaseModel):
+    id: str
+    version: int
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: JobState
+    seed: int
+    model: ModelRef
+    links: JobLinks
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    status: JobState
+    progress: Progress
+    seed: int
+    model: ModelRef
+    format: str
+    request: dict[str, Any]
+    created_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    execution_provider: str | None
+    error: str | None
+    links: JobLinks
+
+
+class ModelCard(BaseModel):
+    id: str
+    name: str
+    version: int
+    versions: list[int]
+    category: str
+    subcategory: str
+    description: str
+    output: dict[str, Any]
+    parameters: dict[str, Any]
+    formats: list[str]
+    license: str
+    citations: list[dict[str, Any]]
+    sha256: str
+    provenance: dict[str, Any]
+    generate: str
+    request_example: dict[str, Any]
+
+
+class SubcategoryPublic(BaseModel):
+    name: str
+    models: list[ModelCard]
+
+
+class BodySystemPublic(BaseModel):
+    name: str
+    subcategories: list[SubcategoryPublic]
+
+
+class Catalog(BaseModel):
+    body_systems: list[BodySystemPublic]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Any]

@@ -1,0 +1,3 @@
+from deepsynthbody.cli import main
+
+main()

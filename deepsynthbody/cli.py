@@ -1,0 +1,137 @@
+"""The `deepsynthbody` command: serve (all in one), api, worker, models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("deepsynthbody")
+
+
+def _apply(args: argparse.Namespace) -> None:
+    """Command-line flags become settings: environment first, so every process reads the same values."""
+    if getattr(args, "data_dir", None):
+        os.environ["DSB_DATA_DIR"] = str(Path(args.data_dir).resolve())
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from deepsynthbody import processes
+    from deepsynthbody.embedded_redis import EmbeddedRedis
+    from deepsynthbody.settings import Settings
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["DSB_DATA_DIR"] = str(settings.data_dir.resolve())
+    redis_server = None
+    if not settings.redis_url:
+        redis_server = EmbeddedRedis(settings.data_dir / "redis").start()
+        os.environ["DSB_REDIS_URL"] = redis_server.url
+        log.info("started a private Redis at %s (data in %s)", redis_server.url, redis_server.directory)
+    _build_missing(Settings())
+    if args.workers and "DSB_ORT_THREADS" not in os.environ:
+        os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
+    workers = None
+    if args.workers:
+        workers = processes.spawn([sys.executable, "-m", "deepsynthbody", "worker", "--workers", str(args.workers)])
+    # uvicorn re-raises SIGTERM once it has shut down; make that an exit that runs the clean-up below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    finally:
+        processes.stop(workers)
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _build_missing(settings) -> None:  # noqa: ANN001 - Settings, imported lazily
+    from model_store.build import build, missing
+
+    store = settings.model_store()
+    if not missing(store):
+        return
+    try:
+        import torch  # noqa: F401 - only the export recipes need it
+    except ImportError:
+        log.error("models are missing and torch is not installed: pip install '.[export]', then `deepsynthbody models build`")
+        return
+    for path in build(store):
+        log.info("built %s", path)
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from deepsynthbody.settings import get_settings
+    from workers.worker import run
+
+    run(args.queues or [get_settings().queue], num_workers=args.workers, burst=args.burst)
+
+
+def _models_build(args: argparse.Namespace) -> None:
+    from deepsynthbody.settings import get_settings
+    from model_store.build import build
+
+    built = build(get_settings().model_store(), force=args.force)
+    print("\n".join(map(str, built)) or "every recipe's model is installed already (use --force to rebuild)")
+
+
+def _models_list(args: argparse.Namespace) -> None:
+    from deepsynthbody.settings import get_settings
+
+    for entry in get_settings().model_store().entries():
+        m = entry.manifest
+        print(f"{m.category}/{m.subcategory}\t{m.id}:{m.version}\t{m.output.kind}\t{','.join(m.formats)}\t{entry.directory}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="deepsynthbody", description=__doc__)
+    top.add_argument("--log-level", default="INFO")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="API + workers (+ a private Redis when no Redis URL is set)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (0: API only)")
+    serve.add_argument("--data-dir", help="results, built models and the private Redis (default ./data)")
+    serve.set_defaults(func=_serve)
+
+    api = commands.add_parser("api", help="the HTTP API only (needs DSB_REDIS_URL)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--processes", type=int, default=1)
+    api.add_argument("--data-dir")
+    api.set_defaults(func=_api)
+
+    worker = commands.add_parser("worker", help="RQ generation workers (need DSB_REDIS_URL)")
+    worker.add_argument("--workers", type=int, default=1, help="worker processes on this host")
+    worker.add_argument("--queues", nargs="*", help="queues to listen on (default: the generation queue)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--data-dir")
+    worker.set_defaults(func=_worker)
+
+    models = commands.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
+    build = models.add_parser("build", help="export the models whose recipes live here (torch needed)")
+    build.add_argument("--force", action="store_true", help="rebuild models that are installed already")
+    build.add_argument("--data-dir")
+    build.set_defaults(func=_models_build)
+    listing = models.add_parser("list", help="installed models and versions")
+    listing.add_argument("--data-dir")
+    listing.set_defaults(func=_models_list)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _apply(args)
+    args.func(args)

@@ -1,0 +1,32 @@
+"""Domain errors. Each carries its HTTP status; the API maps them in one handler."""
+
+
+class ServiceError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class InvalidRequest(ServiceError):
+    status_code = 422
+
+
+class Unavailable(ServiceError):
+    status_code = 503
+
+
+class ModelInvalid(ServiceError):
+    """A model folder or artifact that does not satisfy the model-store contract."""
+
+    status_code = 500

@@ -1,0 +1,60 @@
+"""Typed settings, read once from the environment (prefix DSB_) by the API, the workers and the CLI."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_store.store import BUNDLED_ROOT, ModelStore
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSB_", extra="ignore")
+
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DSB_REDIS_URL", "REDIS_URL"),
+        description="Redis to queue jobs in. Unset: `deepsynthbody serve` starts a private one.",
+    )
+    data_dir: Path = Field(Path("data"), description="Results, built models and the private Redis live here.")
+    model_dirs: list[Path] = Field(
+        default_factory=list, description="Extra model-store roots to read (JSON list), after the data dir's."
+    )
+    max_samples: PositiveInt = Field(10_000, description="Largest `num_samples` one request may ask for.")
+    batch_size: PositiveInt | None = Field(None, description="Samples per inference call; unset: 32 on CPU, 512 on CUDA.")
+    use_cuda: bool = Field(True, description="Use the CUDA execution provider when onnxruntime-gpu finds a GPU.")
+    ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per worker; 0 lets onnxruntime choose.")
+    queue: str = Field("generate", description="RQ queue the API enqueues generation jobs on.")
+    job_timeout: PositiveInt = Field(6 * 3600, description="Seconds a job may run before RQ fails it.")
+    result_ttl: PositiveInt = Field(7 * 24 * 3600, description="Seconds RQ keeps a finished or failed job.")
+    archive_compression: Literal["stored", "deflated"] = Field(
+        "stored", description="Zip members stored (fast) or deflated (smaller, slower)."
+    )
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def installed_models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def model_store(self) -> ModelStore:
+        return ModelStore([self.installed_models_dir, *self.model_dirs, BUNDLED_ROOT])
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def export_to_environment(settings: Settings) -> None:
+    """Hand the resolved settings to child processes (workers started by `serve`)."""
+    os.environ["DSB_DATA_DIR"] = str(settings.data_dir.resolve())
+    if settings.redis_url:
+        os.environ["DSB_REDIS_URL"] = settings.redis_url

@@ -1,0 +1,130 @@
+"""Export recipe: Pulse2Pulse (DeepFake ECG) from the deepfake-ecg 1.1.2 checkpoint to ONNX."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from model_store.manifest import MANIFEST_FILE, Manifest
+from model_store.store import sha256_file
+
+MODEL_ID = "pulse2pulse-ecg"
+VERSION = 1
+CATEGORY, SUBCATEGORY = "cardiovascular", "ecg"
+OPSET = 17
+LEADS = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+TWELVE_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+MANIFEST_TEMPLATE: dict[str, Any] = {
+    "id": MODEL_ID,
+    "category": CATEGORY,
+    "subcategory": SUBCATEGORY,
+    "name": "DeepFake ECG (Pulse2Pulse)",
+    "version": VERSION,
+    "description": (
+        "10-second, 8-lead (I, II, V1-V6) normal resting ECGs at 500 Hz from the Pulse2Pulse GAN "
+        "trained on 7,233 normal ECGs of two Danish population studies. Values are microvolts. "
+        "Ask for 12 leads to add III, aVR, aVL and aVF computed by Einthoven's and Goldberger's formulas."
+    ),
+    "artifact": "model.onnx",
+    "inputs": [{"kind": "noise", "name": "noise", "shape": [8, 5000], "distribution": "uniform", "low": -1.0, "high": 1.0}],
+    "output": {
+        "kind": "signal",
+        "tensor": "ecg",
+        "channels": LEADS,
+        "sampling_rate": 500.0,
+        "length": 5000,
+        "unit": "uV",
+        "scale": 6000.0,
+        "dtype": "int16",
+        "record_key": "leads",
+        "file_prefix": "ecg",
+        "derived_channels": [
+            {"name": "III", "weights": {"II": 1.0, "I": -1.0}},
+            {"name": "aVR", "weights": {"I": -0.5, "II": -0.5}},
+            {"name": "aVL", "weights": {"I": 1.0, "II": -0.5}},
+            {"name": "aVF", "weights": {"II": 1.0, "I": -0.5}},
+        ],
+        "channel_set_parameter": "leads",
+        "channel_sets": {"8": LEADS, "12": TWELVE_LEADS},
+    },
+    "parameters": {
+        "leads": {
+            "type": "integer",
+            "description": "8 (I, II, V1-V6, as generated) or 12 (adds III, aVR, aVL, aVF).",
+            "default": 8,
+            "enum": [8, 12],
+        }
+    },
+    "formats": ["wfdb", "csv", "asc", "npy", "json"],
+    "license": "MIT (deepfake-ecg 1.1.2 code and checkpoint)",
+    "citations": [
+        {
+            "text": "Thambawita V, Isaksen JL, Hicks SA, et al. DeepFake electrocardiograms using generative "
+            "adversarial networks are the beginning of the end for privacy issues in medicine. "
+            "Scientific Reports 11, 21896 (2021).",
+            "doi": "10.1038/s41598-021-01295-2",
+        },
+        {
+            "text": "Thambawita V, Hicks SA, Isaksen J, et al. DeepSynthBody: the beginning of the end for data "
+            "deficiency in medicine. ICAPAI 2021.",
+        },
+    ],
+}
+
+
+def load_generator():  # -> torch.nn.Module (torch is imported lazily: only this recipe needs it)
+    import deepfakeecg
+    import torch
+
+    checkpoint = Path(deepfakeecg.__file__).parent / "checkpoints" / "g_stat.pt"
+    generator = deepfakeecg.Generator()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    generator.load_state_dict(state["stat_dict"])
+    return generator.eval()
+
+
+def export(target: Path) -> Manifest:
+    """Write model.onnx and manifest.json into `target` (atomically: a half-built model is never seen)."""
+    import torch
+
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    started = time.perf_counter()
+    generator = load_generator()
+    onnx_path = staging / MANIFEST_TEMPLATE["artifact"]
+    with torch.no_grad():
+        torch.onnx.export(
+            generator,
+            (torch.zeros(1, len(LEADS), 5000),),
+            str(onnx_path),
+            input_names=["noise"],
+            output_names=["ecg"],
+            dynamic_axes={"noise": {0: "batch"}, "ecg": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    manifest = Manifest.model_validate(
+        {
+            **MANIFEST_TEMPLATE,
+            "sha256": sha256_file(onnx_path),
+            "provenance": {
+                "recipe": __name__,
+                "source": f"deepfake-ecg {package_version('deepfake-ecg')} checkpoints/g_stat.pt",
+                "exporter": f"torch {torch.__version__}, opset {OPSET}, dynamic batch axis",
+                "export_seconds": round(time.perf_counter() - started, 1),
+                "platform": platform.platform(),
+            },
+        }
+    )
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)
+    return manifest

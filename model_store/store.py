@@ -1,0 +1,137 @@
+"""Find, resolve and install models: `<root>/<category>/<subcategory>/<id>/<version>/manifest.json`."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from deepsynthbody.errors import Conflict, ModelInvalid, NotFound
+from model_store.catalog import BODY_SYSTEMS
+from model_store.manifest import MANIFEST_FILE, Manifest
+
+BUNDLED_ROOT = Path(__file__).parent / "models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    manifest: Manifest
+    directory: Path
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.directory / self.manifest.artifact
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST_FILE
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ModelInvalid(f"{directory}: no {MANIFEST_FILE}") from exc
+    except ValidationError as exc:
+        raise ModelInvalid(f"{path}: invalid manifest: {exc}") from exc
+
+
+class ModelStore:
+    """Models installed under several roots; the first root is where new versions go."""
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        self.roots = [Path(r) for r in roots]
+        self._cache: tuple[tuple[tuple[str, int], ...], list[ModelEntry]] | None = None
+
+    @property
+    def install_root(self) -> Path:
+        return self.roots[0]
+
+    def _manifest_paths(self) -> list[Path]:
+        return [p for root in self.roots for p in sorted(root.glob(f"*/*/*/*/{MANIFEST_FILE}"))]
+
+    def entries(self) -> list[ModelEntry]:
+        """Installed models, re-read only when a manifest appears, disappears or changes."""
+        paths = self._manifest_paths()
+        fingerprint = tuple((str(p), p.stat().st_mtime_ns) for p in paths)
+        if self._cache is None or self._cache[0] != fingerprint:
+            self._cache = (fingerprint, self._load(paths))
+        return self._cache[1]
+
+    @staticmethod
+    def _load(paths: list[Path]) -> list[ModelEntry]:
+        found: dict[str, ModelEntry] = {}
+        for manifest_path in paths:
+            try:
+                entry = ModelEntry(load_manifest(manifest_path.parent), manifest_path.parent)
+            except ModelInvalid:
+                continue  # `models validate` reports these; serving skips them
+            found.setdefault(entry.manifest.key, entry)
+        return sorted(found.values(), key=lambda e: (e.manifest.category, e.manifest.subcategory, e.manifest.id, e.manifest.version))
+
+    def catalog(self) -> dict[str, dict[str, list[ModelEntry]]]:
+        tree: dict[str, dict[str, list[ModelEntry]]] = {system: {} for system in BODY_SYSTEMS}
+        for entry in self.entries():
+            tree[entry.manifest.category].setdefault(entry.manifest.subcategory, []).append(entry)
+        return tree
+
+    def resolve(self, category: str, subcategory: str, model: str | None = None, version: int | None = None) -> ModelEntry:
+        """The requested model version; the latest when no version is named."""
+        catalog = self.catalog()
+        if category not in catalog:
+            raise NotFound(f"unknown body system {category!r}", available=_available(catalog))
+        candidates = catalog[category].get(subcategory, [])
+        if not candidates:
+            raise NotFound(f"no models under {category}/{subcategory}", available=_available(catalog))
+        model_ids = sorted({e.manifest.id for e in candidates})
+        if model is None:
+            model = model_ids[0]
+        matching = [e for e in candidates if e.manifest.id == model]
+        if not matching:
+            raise NotFound(f"no model {model!r} under {category}/{subcategory}", models=model_ids)
+        if version is None:
+            return max(matching, key=lambda e: e.manifest.version)
+        for entry in matching:
+            if entry.manifest.version == version:
+                return entry
+        raise NotFound(f"model {model!r} has no version {version}", versions=[e.manifest.version for e in matching])
+
+    def get(self, model_id: str, version: int) -> ModelEntry:
+        for entry in self.entries():
+            if entry.manifest.id == model_id and entry.manifest.version == version:
+                return entry
+        raise NotFound(f"model {model_id}:{version} is not installed in {', '.join(map(str, self.roots))}")
+
+    def install(self, source: Path, version: int | None = None) -> ModelEntry:
+        """Copy a validated model folder in as a new version (the next free number unless given)."""
+        manifest = load_manifest(source)
+        taken = [e.manifest.version for e in self.entries() if e.manifest.id == manifest.id]
+        version = version or max([manifest.version, *(v + 1 for v in taken)])
+        if version in taken:
+            raise Conflict(f"model {manifest.id} already has version {version}")
+        target = self.install_root / manifest.category / manifest.subcategory / manifest.id / str(version)
+        staging = target.with_name(f".{version}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        (staging / MANIFEST_FILE).write_text(manifest.model_copy(update={"version": version}).model_dump_json(indent=2))
+        staging.rename(target)
+        return ModelEntry(load_manifest(target), target)
+
+
+def _available(catalog: dict[str, dict[str, list[ModelEntry]]]) -> dict[str, list[str]]:
+    return {system: sorted(subs) for system, subs in catalog.items()}
+
+
+def model_dir(root: Path, manifest: Manifest) -> Path:
+    return root / manifest.category / manifest.subcategory / manifest.id / str(manifest.version)
+
+

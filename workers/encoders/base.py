@@ -1,0 +1,34 @@
+"""What every encoder gets: where to write and how to name a sample's files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from model_store.manifest import ImageOutput, SignalOutput
+
+
+@dataclass(frozen=True)
+class EncodeContext:
+    output: SignalOutput | ImageOutput
+    channel_names: list[str]
+    seed: int
+    num_samples: int
+    directory: Path
+
+    def stem(self, index: int, prefix: str | None = None) -> str:
+        width = max(5, len(str(self.num_samples - 1)))
+        return f"{prefix or self.output.file_prefix}_{index:0{width}d}"
+
+    @property
+    def bundle_name(self) -> str:
+        """Name of the single file that formats holding every sample in one file use."""
+        return f"{self.output.file_prefix}s"
+
+
+class Encoder(Protocol):
+    def __call__(self, ctx: EncodeContext, samples: np.ndarray, start: int) -> None:
+        """Write archive members for samples start .. start+len(samples)-1 into ctx.directory."""

@@ -1,0 +1,63 @@
+"""ONNX Runtime sessions: created once per worker process and reused by every job."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from deepsynthbody.errors import ModelInvalid
+from deepsynthbody.settings import Settings
+from model_store.manifest import ParameterInput
+from model_store.store import ModelEntry, sha256_file
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = {"CUDAExecutionProvider": 512, "CPUExecutionProvider": 32}
+
+_sessions: dict[str, ModelRuntime] = {}
+
+
+@dataclass
+class ModelRuntime:
+    entry: ModelEntry
+    session: ort.InferenceSession
+    provider: str
+    batch_size: int
+
+    def run(self, noise: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = dict(noise)
+        for spec in self.entry.manifest.inputs:
+            if isinstance(spec, ParameterInput):
+                feeds[spec.name] = np.asarray([params[spec.parameter]], dtype=spec.dtype)
+        (output,) = self.session.run([self.entry.manifest.output.tensor], feeds)
+        return output
+
+
+def providers(settings: Settings) -> list[str]:
+    available = ort.get_available_providers()
+    if settings.use_cuda and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def load(entry: ModelEntry, settings: Settings) -> ModelRuntime:
+    """The process-wide runtime of a model version; the artifact's sha256 is checked once, on load."""
+    key = f"{entry.manifest.key}@{entry.manifest.sha256}"
+    if key not in _sessions:
+        actual = sha256_file(entry.artifact_path) if entry.artifact_path.exists() else "missing"
+        if actual != entry.manifest.sha256:
+            raise ModelInvalid(
+                f"artifact {entry.artifact_path} does not match its manifest (sha256 {actual}, expected {entry.manifest.sha256})"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.ort_threads
+        session = ort.InferenceSession(str(entry.artifact_path), options, providers=providers(settings))
+        provider = session.get_providers()[0]
+        batch = settings.batch_size or DEFAULT_BATCH.get(provider, 32)
+        _sessions[key] = ModelRuntime(entry, session, provider, batch)
+        log.info("loaded %s on %s, batch %d", entry.manifest.key, provider, batch)
+    return _sessions[key]
