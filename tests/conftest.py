@@ -115,9 +115,8 @@ def worker(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Iterat
     process.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def api_url(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Iterator[str]:
-    """The real app under uvicorn (`deepsynthbody api`)."""
+def run_api(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
+    """The real app under uvicorn (`deepsynthbody api`), answering on a free port."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "deepsynthbody", "api", "--port", str(port)], cwd=ROOT, env=environment(settings)
@@ -131,6 +130,12 @@ def api_url(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Itera
             return False
 
     wait_for(up, 30, "the API to answer")
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Iterator[str]:
+    process, url = run_api(settings)
     yield url
     process.terminate()
     process.wait(timeout=30)

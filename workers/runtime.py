@@ -26,7 +26,6 @@ class ModelRuntime:
     entry: ModelEntry
     session: ort.InferenceSession
     provider: str
-    batch_size: int
 
     def run(self, noise: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
         feeds: dict[str, np.ndarray] = dict(noise)
@@ -56,8 +55,10 @@ def load(entry: ModelEntry, settings: Settings) -> ModelRuntime:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.ort_threads
         session = ort.InferenceSession(str(entry.artifact_path), options, providers=providers(settings))
-        provider = session.get_providers()[0]
-        batch = settings.batch_size or DEFAULT_BATCH.get(provider, 32)
-        _sessions[key] = ModelRuntime(entry, session, provider, batch)
-        log.info("loaded %s on %s, batch %d", entry.manifest.key, provider, batch)
+        _sessions[key] = ModelRuntime(entry, session, session.get_providers()[0])
+        log.info("loaded %s on %s", entry.manifest.key, _sessions[key].provider)
     return _sessions[key]
+
+
+def batch_size(model: ModelRuntime, settings: Settings) -> int:
+    return settings.batch_size or DEFAULT_BATCH.get(model.provider, 32)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from rq import get_current_job
+from rq.job import Job
 
 from deepsynthbody import __version__
 from deepsynthbody.jobs import JobPaths, JobSpec
@@ -18,9 +19,12 @@ from workers.encoders import ENCODERS, EncodeContext
 
 
 def generate(spec: JobSpec) -> dict[str, Any]:
-    """Generate spec['num_samples'] samples in batches, saving progress after each, then archive them."""
-    settings = get_settings()
-    job = get_current_job()
+    """The RQ job: generate spec['num_samples'] samples with this worker's settings."""
+    return run(spec, get_settings(), get_current_job())
+
+
+def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, Any]:
+    """Generate in batches, saving progress after each, then archive the samples."""
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     model = runtime.load(entry, settings)
     output = entry.manifest.output
@@ -33,13 +37,15 @@ def generate(spec: JobSpec) -> dict[str, Any]:
     samples = np.lib.format.open_memmap(paths.samples, mode="w+", dtype=dtype, shape=(total, *shape))
     ctx = EncodeContext(output, _channel_names(output, params), spec["seed"], total, paths.members)
     encode = ENCODERS[spec["format"]]
+    batch_size = runtime.batch_size(model, settings)
 
     started_at = _now()
-    _report(job, provider=model.provider, batch_size=model.batch_size, progress={"done": 0, "total": total})
-    for start in range(0, total, model.batch_size):
+    _report(job, provider=model.provider, batch_size=batch_size, progress={"done": 0, "total": total})
+    for start in range(0, total, batch_size):
         if stop_requested.is_set():
+            shutil.rmtree(paths.root, ignore_errors=True)  # a canceled job leaves nothing behind
             raise JobStopped(f"job {spec['job_id']} stopped at {start}/{total} samples")
-        count = min(model.batch_size, total - start)
+        count = min(batch_size, total - start)
         raw = model.run(noise.draw(entry.manifest.noise_inputs, spec["seed"], start, count), params)
         batch = postprocess.to_samples(raw, output, params)
         samples[start : start + count] = batch
@@ -52,7 +58,7 @@ def generate(spec: JobSpec) -> dict[str, Any]:
     if spec["format"] == "npy":
         members = [(paths.samples, f"{ctx.bundle_name}.npy")]
     manifest = archive.write(
-        paths, members, _manifest(spec, settings, model, ctx, started_at), settings.archive_compression
+        paths, members, _manifest(spec, job, model, batch_size, ctx, started_at), settings.archive_compression
     )
     shutil.rmtree(paths.members)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
@@ -62,7 +68,7 @@ def _channel_names(output: Any, params: dict[str, Any]) -> list[str]:
     return output.channel_names(params) if output.kind == "signal" else list(output.channels)
 
 
-def _report(job: Any, **fields: Any) -> None:
+def _report(job: Job | None, **fields: Any) -> None:
     if job is not None:  # None when called directly, outside a worker
         job.meta.update(fields)
         job.save_meta()
@@ -72,7 +78,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _manifest(spec: JobSpec, settings: Settings, model: runtime.ModelRuntime, ctx: EncodeContext, started_at: str) -> dict[str, Any]:
+def _manifest(
+    spec: JobSpec, job: Job | None, model: runtime.ModelRuntime, batch_size: int, ctx: EncodeContext, started_at: str
+) -> dict[str, Any]:
     card = model.entry.manifest
     out = card.output
     description: dict[str, Any] = {"kind": out.kind, "format": spec["format"], "dtype": str(postprocess.sample_shape(out, spec["params"])[1])}
@@ -80,7 +88,6 @@ def _manifest(spec: JobSpec, settings: Settings, model: runtime.ModelRuntime, ct
         description |= {"unit": out.unit, "sampling_rate": out.sampling_rate, "length": out.length, out.record_key: ctx.channel_names}
     else:
         description |= {"height": out.height, "width": out.width, "channels": out.channels, "mask_channel": out.mask_channel}
-    job = get_current_job()
     return {
         "job_id": spec["job_id"],
         "request": spec["request"],
@@ -89,7 +96,7 @@ def _manifest(spec: JobSpec, settings: Settings, model: runtime.ModelRuntime, ct
         "model": {"id": card.id, "version": card.version, "name": card.name, "sha256": card.sha256,
                   "category": card.category, "subcategory": card.subcategory},
         "execution_provider": model.provider,
-        "batch_size": model.batch_size,
+        "batch_size": batch_size,
         "software": {"deepsynthbody": __version__, "onnxruntime": runtime.ort.__version__, "numpy": np.__version__},
         "created_at": job.created_at.isoformat() if job and job.created_at else None,
         "started_at": started_at,

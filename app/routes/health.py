@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import redis.exceptions
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from rq import Worker
@@ -28,7 +28,7 @@ def readyz(redis: RedisDep, store: StoreDep) -> JSONResponse:
         checks["workers"] = workers
         if workers == 0:
             problems.append("no worker is alive: start one with `deepsynthbody worker`")
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (RedisConnectionError, RedisTimeoutError) as exc:
         checks["redis"] = f"unreachable: {exc}"
         problems.append("Redis is unreachable")
     models = [e.manifest.key for e in store.entries()]

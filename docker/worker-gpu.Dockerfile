@@ -1,0 +1,17 @@
+# A GPU generation worker: CUDA runtime + cuDNN, onnxruntime-gpu. Scale out by running more of these
+# on any host that reaches the same Redis and mounts the same results volume.
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 DSB_DATA_DIR=/data DEBIAN_FRONTEND=noninteractive
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /srv
+COPY pyproject.toml README.md ./
+COPY app app
+COPY workers workers
+COPY model_store model_store
+COPY deepsynthbody deepsynthbody
+RUN pip install '.[gpu]' && pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps 'onnxruntime-gpu>=1.20'
+VOLUME /data
+HEALTHCHECK --interval=15s --timeout=5s --retries=3 CMD python -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"
+CMD ["deepsynthbody", "worker"]

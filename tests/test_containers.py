@@ -1,0 +1,34 @@
+"""The compose file is valid for the docker CLI that is installed (no engine is needed for `config`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _compose() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.mark.skipif(_compose() is None, reason="no docker compose CLI on this machine")
+def test_compose_config_is_valid() -> None:
+    result = subprocess.run([*_compose(), "config"], cwd=ROOT, capture_output=True, text=True)  # type: ignore[misc]
+    assert result.returncode == 0, result.stderr
+    for service in ("redis:", "api:", "worker:"):
+        assert service in result.stdout
+    assert "appendonly" in result.stdout and "capabilities" in result.stdout and "healthcheck" in result.stdout
+
+
+def test_images_are_defined() -> None:
+    api = (ROOT / "docker" / "api.Dockerfile").read_text()
+    worker = (ROOT / "docker" / "worker-gpu.Dockerfile").read_text()
+    assert "deepsynthbody api" in api
+    assert "nvidia/cuda" in worker and "onnxruntime-gpu" in worker and '"worker"' in worker

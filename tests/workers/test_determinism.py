@@ -1,0 +1,53 @@
+"""Sample i of seed s is the same whatever the batch size or the batch it lands in."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepsynthbody.jobs import JobSpec
+from deepsynthbody.settings import Settings
+from model_store.manifest import NoiseInput
+from workers import noise, tasks
+
+UNIFORM = NoiseInput(name="noise", shape=[8, 5000], distribution="uniform")
+NORMAL = NoiseInput(name="z", shape=[4, 6, 6], distribution="normal")
+
+
+def test_noise_depends_only_on_seed_and_index() -> None:
+    whole = noise.draw([UNIFORM, NORMAL], seed=3, start=0, count=10)
+    for start, count in [(0, 1), (3, 4), (9, 1)]:
+        part = noise.draw([UNIFORM, NORMAL], seed=3, start=start, count=count)
+        for name in ("noise", "z"):
+            np.testing.assert_array_equal(part[name], whole[name][start : start + count])
+    other = noise.draw([UNIFORM], seed=4, start=0, count=1)
+    assert not np.array_equal(other["noise"][0], whole["noise"][0])
+    assert not np.array_equal(whole["noise"][0], whole["noise"][1])
+
+
+def test_uniform_noise_is_in_range_and_normal_noise_is_standard() -> None:
+    drawn = noise.draw([UNIFORM, NORMAL], seed=0, start=0, count=20)
+    uniform = drawn["noise"]
+    assert uniform.dtype == np.float32 and uniform.min() >= -1 and uniform.max() < 1
+    assert abs(uniform.mean()) < 0.01 and abs(uniform.var() - 1 / 3) < 0.01
+    assert abs(drawn["z"].mean()) < 0.1 and abs(drawn["z"].std() - 1) < 0.1
+
+
+def _spec(job_id: str, fmt: str) -> JobSpec:
+    return JobSpec(job_id=job_id, model_id="pulse2pulse-ecg", model_version=1, num_samples=9, seed=2024,
+                   format=fmt, params={"leads": 12}, request={})
+
+
+@pytest.mark.parametrize("fmt", ["npy", "wfdb"])
+def test_batch_size_1_and_7_give_identical_files(settings: Settings, ecg_model_dir: Path, fmt: str) -> None:
+    archives = []
+    for batch in (1, 7):
+        local = settings.model_copy(update={"batch_size": batch})
+        spec = _spec(f"determinism-{fmt}-{batch}", fmt)
+        tasks.run(spec, local)
+        archives.append(zipfile.ZipFile(settings.jobs_dir / spec["job_id"] / "result.zip"))
+    one, seven = ({n: a.read(n) for n in a.namelist() if n != "manifest.json"} for a in archives)
+    assert one == seven and len(one) in (1, 18)
