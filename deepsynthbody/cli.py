@@ -93,6 +93,31 @@ def _models_list(args: argparse.Namespace) -> None:
         print(f"{m.category}/{m.subcategory}\t{m.id}:{m.version}\t{m.output.kind}\t{','.join(m.formats)}\t{entry.directory}")
 
 
+def _models_validate(args: argparse.Namespace) -> None:
+    from model_store.validate import validate
+
+    problems = validate(Path(args.path))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(1)
+    print(f"{args.path}: valid")
+
+
+def _models_add(args: argparse.Namespace) -> None:
+    from deepsynthbody.settings import get_settings
+    from model_store.validate import validate
+
+    problems = validate(Path(args.path))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(f"{args.path} was not added: fix the errors above (`deepsynthbody models validate` checks again)")
+    entry = get_settings().model_store().install(Path(args.path))
+    m = entry.manifest
+    print(f"added {m.id} version {m.version} under {m.category}/{m.subcategory} at {entry.directory}")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="deepsynthbody", description=__doc__)
     top.add_argument("--log-level", default="INFO")
@@ -127,6 +152,13 @@ def parser() -> argparse.ArgumentParser:
     listing = models.add_parser("list", help="installed models and versions")
     listing.add_argument("--data-dir")
     listing.set_defaults(func=_models_list)
+    check = models.add_parser("validate", help="check a candidate model folder (manifest, ONNX, shapes, sha256, licence)")
+    check.add_argument("path")
+    check.set_defaults(func=_models_validate)
+    add = models.add_parser("add", help="validate a model folder and install it as a new version")
+    add.add_argument("path")
+    add.add_argument("--data-dir")
+    add.set_defaults(func=_models_add)
     return top
 
 

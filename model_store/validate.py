@@ -1,0 +1,112 @@
+"""Check a candidate model folder before it joins the store: each problem is one clear message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from model_store.manifest import MANIFEST_FILE, ImageOutput, Manifest, ParameterInput, SignalOutput
+from model_store.store import sha256_file
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16"}
+
+
+def expected_output_shape(output: SignalOutput | ImageOutput) -> tuple[int, ...]:
+    """Per-sample shape of the raw output tensor the manifest promises."""
+    if isinstance(output, SignalOutput):
+        return (len(output.channels), output.length)
+    return (len(output.channels), output.height, output.width)
+
+
+def _manifest(folder: Path) -> tuple[Manifest | None, list[str]]:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return None, [f"{MANIFEST_FILE} is missing from {folder}"]
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, [f"{MANIFEST_FILE} is not valid JSON: {exc}"]
+    problems = []
+    if isinstance(document, dict):
+        if not str(document.get("license") or "").strip():
+            problems.append("manifest: `license` is missing: name the licence of the weights and code")
+        if not document.get("citations"):
+            problems.append("manifest: `citations` is missing or empty: cite the work the model comes from")
+    try:
+        return Manifest.model_validate(document), problems
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            if where.split(".")[0] in ("license", "citations") and problems:
+                continue  # already said in plain words above
+            problems.append(f"manifest: {where}: {error['msg']}")
+        return None, problems
+
+
+def _smoke(manifest: Manifest, artifact: Path) -> list[str]:
+    import onnxruntime as ort  # the contributor's CLI needs it; the API never imports this module
+
+    try:
+        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any load failure is the contributor's to fix
+        return [f"onnxruntime cannot load {artifact.name}: {exc}"]
+    problems = []
+    graph_inputs = {i.name: i for i in session.get_inputs()}
+    declared = {i.name for i in manifest.inputs}
+    if set(graph_inputs) != declared:
+        problems.append(f"inputs: the graph has {sorted(graph_inputs)}, the manifest declares {sorted(declared)}")
+        return problems
+    for spec in manifest.inputs:
+        actual = _ORT_TYPES.get(graph_inputs[spec.name].type, graph_inputs[spec.name].type)
+        if actual != spec.dtype:
+            problems.append(f"input {spec.name}: the graph takes {actual}, the manifest declares {spec.dtype}")
+    outputs = [o.name for o in session.get_outputs()]
+    if manifest.output.tensor not in outputs:
+        return [*problems, f"output: the graph has no output {manifest.output.tensor!r} (it has {outputs})"]
+    if problems:
+        return problems
+    expected = expected_output_shape(manifest.output)
+    rng = np.random.default_rng(0)
+    for batch in (1, 3):
+        feeds: dict[str, np.ndarray] = {}
+        for spec in manifest.inputs:
+            if isinstance(spec, ParameterInput):
+                feeds[spec.name] = np.asarray([manifest.parameters[spec.parameter].default], dtype=spec.dtype)
+            else:
+                feeds[spec.name] = rng.uniform(-1, 1, size=(batch, *spec.shape)).astype(np.float32)
+        try:
+            (result,) = session.run([manifest.output.tensor], feeds)
+        except Exception as exc:  # noqa: BLE001
+            return [f"smoke inference with batch {batch} failed: {exc}"]
+        if result.shape != (batch, *expected):
+            return [f"output {manifest.output.tensor}: batch {batch} gave shape {list(result.shape)}, "
+                    f"the manifest's output spec implies {[batch, *expected]}"]
+        if not np.isfinite(result).all():
+            return [f"output {manifest.output.tensor}: smoke inference gave NaN or infinite values"]
+    return []
+
+
+def validate(folder: Path) -> list[str]:
+    """Every problem found, as messages that say what to fix; an empty list means the folder is valid."""
+    import onnx
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    manifest, problems = _manifest(folder)
+    if manifest is None:
+        return problems
+    artifact = folder / manifest.artifact
+    if not artifact.is_file():
+        return [*problems, f"artifact {manifest.artifact} named by the manifest is missing"]
+    actual = sha256_file(artifact)
+    if actual != manifest.sha256:
+        problems.append(f"sha256 of {manifest.artifact} is {actual}; the manifest says {manifest.sha256}")
+    try:
+        onnx.checker.check_model(str(artifact), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        return [*problems, f"ONNX checker rejects {manifest.artifact}: {str(exc).splitlines()[0]}"]
+    return [*problems, *_smoke(manifest, artifact)]

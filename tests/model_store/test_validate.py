@@ -1,0 +1,118 @@
+"""`models validate` / `models add`: a contributed model folder, and one broken folder per failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from model_store.manifest import MANIFEST_FILE
+from model_store.store import ModelStore, sha256_file
+from model_store.validate import validate
+from tests.conftest import ROOT
+
+
+def _graph(height: int = 8, out_height: int | None = None) -> onnx.ModelProto:
+    """noise (N, 4, H, W) -> tanh -> image; out_height != height inserts a crop to break the promised shape."""
+    nodes = [helper.make_node("Tanh", ["noise"], ["t"])]
+    last = "t"
+    if out_height is not None and out_height != height:
+        starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
+        ends = helper.make_tensor("ends", TensorProto.INT64, [1], [out_height])
+        axes = helper.make_tensor("axes", TensorProto.INT64, [1], [2])
+        nodes.append(helper.make_node("Slice", ["t", "starts", "ends", "axes"], ["s"]))
+        initializers = [starts, ends, axes]
+        last = "s"
+    else:
+        initializers = []
+    nodes.append(helper.make_node("Identity", [last], ["image"]))
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["batch", 4, height, 8])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 4, "height", 8])],
+        initializer=initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _manifest(sha: str) -> dict:
+    return {
+        "id": "tiny-image", "category": "integumentary", "subcategory": "skin-patch", "name": "Tiny test image model",
+        "version": 1, "description": "tanh of its noise", "sha256": sha,
+        "inputs": [{"kind": "noise", "name": "noise", "shape": [4, 8, 8], "distribution": "normal"}],
+        "output": {"kind": "image", "tensor": "image", "height": 8, "width": 8, "channels": ["R", "G", "B", "mask"],
+                   "mask_channel": "mask"},
+        "formats": ["png", "npy", "json"], "license": "CC0-1.0", "citations": [{"text": "A test fixture."}],
+    }
+
+
+def make_model(folder: Path, graph: onnx.ModelProto | None = None, **changes: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph or _graph(), str(folder / "model.onnx"))
+    manifest = _manifest(sha256_file(folder / "model.onnx")) | changes
+    (folder / MANIFEST_FILE).write_text(json.dumps({k: v for k, v in manifest.items() if v is not None}))
+    return folder
+
+
+def test_a_valid_folder_has_no_problems(tmp_path: Path) -> None:
+    assert validate(make_model(tmp_path / "ok")) == []
+
+
+def _corrupt_artifact(folder: Path) -> None:
+    (folder / "model.onnx").write_bytes(b"not an onnx file")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["sha256"] = sha256_file(folder / "model.onnx")
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+BROKEN: dict[str, tuple[Callable[[Path], object], str]] = {
+    "no manifest": (lambda f: (f / MANIFEST_FILE).unlink(), "manifest.json is missing"),
+    "manifest not json": (lambda f: (f / MANIFEST_FILE).write_text("{oops"), "not valid JSON"),
+    "no licence": (lambda f: make_model(f, license=None), "`license` is missing"),
+    "no citations": (lambda f: make_model(f, citations=[]), "`citations` is missing or empty"),
+    "unknown body system": (lambda f: make_model(f, category="cardiac"), "manifest: category"),
+    "format the kind cannot do": (lambda f: make_model(f, formats=["wfdb"]), "not available for image output"),
+    "artifact missing": (lambda f: (f / "model.onnx").unlink(), "artifact model.onnx named by the manifest is missing"),
+    "sha256 mismatch": (lambda f: make_model(f, sha256="0" * 64), "the manifest says 0000"),
+    "onnx checker": (_corrupt_artifact, "ONNX checker rejects model.onnx"),
+    "input names": (lambda f: make_model(f, inputs=[{"kind": "noise", "name": "z", "shape": [4, 8, 8],
+                                                      "distribution": "normal"}]), "the graph has ['noise']"),
+    "output shape": (lambda f: make_model(f, graph=_graph(out_height=5)), "implies [1, 4, 8, 8]"),
+    "output name": (lambda f: make_model(f, output=_manifest("")["output"] | {"tensor": "rgb"}), "no output 'rgb'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_broken_folder_gets_a_clear_message(tmp_path: Path, case: str) -> None:
+    folder = make_model(tmp_path / "candidate")
+    breaker, message = BROKEN[case]
+    breaker(folder)
+    problems = validate(folder)
+    assert problems, case
+    assert any(message in p for p in problems), problems
+
+
+def test_cli_validate_and_add_install_a_new_version(tmp_path: Path) -> None:
+    folder = make_model(tmp_path / "candidate")
+    env_data = tmp_path / "data"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "deepsynthbody", *args], cwd=ROOT, capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "DSB_DATA_DIR": str(env_data)})
+
+    assert cli("models", "validate", str(folder)).returncode == 0
+    first, second = cli("models", "add", str(folder)), cli("models", "add", str(folder))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "version 2" in second.stdout
+    versions = [e.manifest.version for e in ModelStore([env_data / "models"]).entries() if e.manifest.id == "tiny-image"]
+    assert versions == [1, 2]
+
+    (folder / "model.onnx").write_bytes(b"broken")
+    refused = cli("models", "add", str(folder))
+    assert refused.returncode != 0 and "sha256" in refused.stderr and "was not added" in refused.stderr
