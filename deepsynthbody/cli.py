@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -118,6 +119,17 @@ def _models_add(args: argparse.Namespace) -> None:
     print(f"added {m.id} version {m.version} under {m.category}/{m.subcategory} at {entry.directory}")
 
 
+def _models_preview(args: argparse.Namespace) -> None:
+    from deepsynthbody.settings import get_settings
+    from workers.preview import render
+
+    category, _, subcategory = args.model.partition("/")
+    settings = get_settings()
+    entry = settings.model_store().resolve(category, subcategory, version=args.version)
+    params = {key: json.loads(value) for key, value in (p.split("=", 1) for p in args.param)}
+    print(render(entry, settings, Path(args.out), args.count, args.seed, params))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="deepsynthbody", description=__doc__)
     top.add_argument("--log-level", default="INFO")
@@ -159,6 +171,15 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("path")
     add.add_argument("--data-dir")
     add.set_defaults(func=_models_add)
+    preview = models.add_parser("preview", help="plot a few samples of a model (no server needed)")
+    preview.add_argument("model", help="CATEGORY/SUBCATEGORY, e.g. digestive/gi-tract")
+    preview.add_argument("--out", required=True, help="PNG file to write")
+    preview.add_argument("--count", type=int, default=8)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--version", type=int)
+    preview.add_argument("--param", action="append", default=[], help="a model parameter, NAME=JSON_VALUE (repeatable)")
+    preview.add_argument("--data-dir")
+    preview.set_defaults(func=_models_preview)
     return top
 
 

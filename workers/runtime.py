@@ -13,6 +13,7 @@ from deepsynthbody.errors import ModelInvalid
 from deepsynthbody.settings import Settings
 from model_store.manifest import ParameterInput
 from model_store.store import ModelEntry, sha256_file
+from workers import noise, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ class ModelRuntime:
                 feeds[spec.name] = np.asarray([params[spec.parameter]], dtype=spec.dtype)
         (output,) = self.session.run([self.entry.manifest.output.tensor], feeds)
         return output
+
+    def samples(self, seed: int, start: int, count: int, params: dict[str, Any]) -> np.ndarray:
+        """Samples start .. start+count-1 of `seed`, in the output's final dtype and layout."""
+        raw = self.run(noise.draw(self.entry.manifest.noise_inputs, seed, start, count), params)
+        return postprocess.to_samples(raw, self.entry.manifest.output, params)
 
 
 def providers(settings: Settings) -> list[str]:

@@ -13,7 +13,7 @@ from rq.job import Job
 from deepsynthbody import __version__
 from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.settings import Settings, get_settings
-from workers import archive, noise, postprocess, runtime
+from workers import archive, postprocess, runtime
 from workers.cancellation import JobStopped, stop_requested
 from workers.encoders import ENCODERS, EncodeContext
 
@@ -46,8 +46,7 @@ def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, 
             shutil.rmtree(paths.root, ignore_errors=True)  # a canceled job leaves nothing behind
             raise JobStopped(f"job {spec['job_id']} stopped at {start}/{total} samples")
         count = min(batch_size, total - start)
-        raw = model.run(noise.draw(entry.manifest.noise_inputs, spec["seed"], start, count), params)
-        batch = postprocess.to_samples(raw, output, params)
+        batch = model.samples(spec["seed"], start, count, params)
         samples[start : start + count] = batch
         samples.flush()
         encode(ctx, batch, start)
