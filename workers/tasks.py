@@ -13,8 +13,7 @@ from rq.job import Job
 from deepsynthbody import __version__
 from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.settings import Settings, get_settings
-from workers import archive, postprocess, runtime
-from workers.cancellation import JobStopped, stop_requested
+from workers import archive, lifecycle, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
 
 
@@ -42,9 +41,11 @@ def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, 
     started_at = _now()
     _report(job, provider=model.provider, batch_size=batch_size, progress={"done": 0, "total": total})
     for start in range(0, total, batch_size):
-        if stop_requested.is_set():
+        try:
+            lifecycle.between_batches(f"job {spec['job_id']} at {start}/{total} samples")
+        except lifecycle.JobStopped:
             shutil.rmtree(paths.root, ignore_errors=True)  # a canceled job leaves nothing behind
-            raise JobStopped(f"job {spec['job_id']} stopped at {start}/{total} samples")
+            raise
         count = min(batch_size, total - start)
         batch = model.samples(spec["seed"], start, count, params)
         samples[start : start + count] = batch

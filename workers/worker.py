@@ -7,24 +7,33 @@ import signal
 
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from deepsynthbody.settings import get_settings
-from workers.cancellation import stop_requested
+from workers import lifecycle
 
 
 class GenerationWorker(SimpleWorker):
-    """SimpleWorker, so the per-process model sessions outlive each job; stops jobs cooperatively."""
+    """SimpleWorker, so per-process model sessions outlive each job; stops and heartbeats between batches."""
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        stop_requested.clear()
-        super().execute_job(job, queue)
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        lifecycle.attach(lambda: self.maintain_heartbeats(job, execution))
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            lifecycle.detach()
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # SimpleWorker's TTL is the whole job timeout; the job heartbeats, so use the forking worker's short one.
+        return BaseWorker.get_heartbeat_ttl(self, job, working_time)
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         # There is no horse to kill: the job checks this flag between batches and stops itself.
-        stop_requested.set()
+        lifecycle.stop_requested.set()
 
 
 def connect() -> Redis:

@@ -1,0 +1,24 @@
+"""Between batches a job heartbeats (throttled) and honours stop requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers import lifecycle
+
+
+def test_heartbeats_are_throttled_and_stop_requests_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    beats: list[int] = []
+    clock = iter([0.0, 1.0, 11.0, 12.0, 30.0])
+    monkeypatch.setattr(lifecycle.time, "monotonic", lambda: next(clock))
+    lifecycle.attach(lambda: beats.append(1))  # t=0
+    lifecycle.between_batches("job")  # t=1: too soon
+    lifecycle.between_batches("job")  # t=11: beat (then t=12 recorded)
+    assert beats == [1]
+    lifecycle.stop_requested.set()
+    with pytest.raises(lifecycle.JobStopped):
+        lifecycle.between_batches("job")
+    lifecycle.detach()
+    lifecycle.attach(lambda: None)  # t=30: a new job starts clean
+    assert not lifecycle.stop_requested.is_set()
+    lifecycle.detach()
