@@ -7,13 +7,16 @@ import io
 import json
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import wfdb
+from redis import Redis
 
+from deepsynthbody.settings import Settings
 from tests.conftest import ECG, submit, wait_finished
 
 LEADS_8 = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -208,3 +211,12 @@ def test_cancel_a_finished_job_is_409(client: httpx.Client) -> None:
     wait_finished(client, created["job_id"])
     response = client.delete(f"/jobs/{created['job_id']}")
     assert response.status_code == 409 and "finished" in response.json()["detail"]
+
+
+def test_jobs_are_stored_as_json_not_pickle(client: httpx.Client, settings: Settings) -> None:
+    created = submit(client, {"num_samples": 1, "seed": 8, "format": "npy"})
+    raw = Redis.from_url(str(settings.redis_url)).hget(f"rq:job:{created['job_id']}", "data")
+    (spec,), kwargs = json.loads(zlib.decompress(raw))[2:4]
+    assert json.loads(zlib.decompress(raw))[0] == "workers.tasks.generate" and kwargs == {}
+    assert spec["seed"] == 8 and spec["model_id"] == "pulse2pulse-ecg"
+    wait_finished(client, created["job_id"])
