@@ -130,6 +130,14 @@ def _models_preview(args: argparse.Namespace) -> None:
     print(render(entry, settings, Path(args.out), args.count, args.seed, params))
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from deepsynthbody.bench import run
+
+    run(n=args.n, rss_n=args.rss_n, original_n=args.original_n, formats=tuple(args.formats),
+        worker_counts=tuple(args.workers), clients=args.clients, requests=args.requests,
+        out=Path(args.json) if args.json else None)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="deepsynthbody", description=__doc__)
     top.add_argument("--log-level", default="INFO")
@@ -155,6 +163,17 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument("--data-dir")
     worker.set_defaults(func=_worker)
+
+    bench = commands.add_parser("bench", help="measure the original package, raw ONNX and the service end to end")
+    bench.add_argument("--n", type=int, default=2000, help="ECGs per end-to-end job")
+    bench.add_argument("--rss-n", type=int, default=20_000, help="ECGs of the job whose worker memory is measured")
+    bench.add_argument("--original-n", type=int, default=48, help="ECGs made by the original package")
+    bench.add_argument("--formats", nargs="+", default=["npy", "wfdb", "csv", "asc", "json"])
+    bench.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="worker counts to measure")
+    bench.add_argument("--clients", type=int, default=50, help="concurrent clients for the enqueue latency")
+    bench.add_argument("--requests", type=int, default=2000, help="requests for the enqueue latency")
+    bench.add_argument("--json", help="also write the results to this JSON file")
+    bench.set_defaults(func=_bench)
 
     models = commands.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
     build = models.add_parser("build", help="export the models whose recipes live here (torch needed)")

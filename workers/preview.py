@@ -20,7 +20,8 @@ from workers import runtime  # noqa: E402
 def _image_grid(samples: np.ndarray, spec: ImageOutput, title: str) -> plt.Figure:
     colour = [spec.channels.index(c) for c in spec.color_channels]
     rows = 2 if spec.mask_channel else 1
-    fig, axes = plt.subplots(rows, len(samples), figsize=(2 * len(samples), 2 * rows + 0.4), squeeze=False)
+    aspect = spec.height / spec.width
+    fig, axes = plt.subplots(rows, len(samples), figsize=(2 * len(samples), 2 * rows * aspect + 0.6), squeeze=False)
     for i, sample in enumerate(samples):
         axes[0][i].imshow(sample[..., colour])
         axes[0][i].set_title(f"#{i}", fontsize=8)

@@ -36,10 +36,12 @@ class ModelRuntime:
         (output,) = self.session.run([self.entry.manifest.output.tensor], feeds)
         return output
 
+    def postprocess(self, raw: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        return postprocess.to_samples(raw, self.entry.manifest.output, params)
+
     def samples(self, seed: int, start: int, count: int, params: dict[str, Any]) -> np.ndarray:
         """Samples start .. start+count-1 of `seed`, in the output's final dtype and layout."""
-        raw = self.run(noise.draw(self.entry.manifest.noise_inputs, seed, start, count), params)
-        return postprocess.to_samples(raw, self.entry.manifest.output, params)
+        return self.postprocess(self.run(noise.draw(self.entry.manifest.noise_inputs, seed, start, count), params), params)
 
 
 def providers(settings: Settings) -> list[str]:

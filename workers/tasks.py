@@ -13,7 +13,7 @@ from rq.job import Job
 from deepsynthbody import __version__
 from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.settings import Settings, get_settings
-from workers import archive, lifecycle, postprocess, runtime
+from workers import archive, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
 
 
@@ -35,23 +35,25 @@ def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, 
     shape, dtype = postprocess.sample_shape(output, params)
     samples = np.lib.format.open_memmap(paths.samples, mode="w+", dtype=dtype, shape=(total, *shape))
     ctx = EncodeContext(output, _channel_names(output, params), spec["seed"], total, paths.members)
-    encode = ENCODERS[spec["format"]]
+    writer = ENCODERS[spec["format"]](ctx)
     batch_size = runtime.batch_size(model, settings)
 
-    started_at = _now()
-    _report(job, provider=model.provider, batch_size=batch_size, progress={"done": 0, "total": total})
-    for start in range(0, total, batch_size):
+    def consume(batch: np.ndarray, start: int) -> None:
+        samples[start : start + len(batch)] = batch
+        samples.flush()
+        writer.write(batch, start)
+        _report(job, progress={"done": start + len(batch), "total": total})
+
+    def before_batch(start: int) -> None:
         try:
             lifecycle.between_batches(f"job {spec['job_id']} at {start}/{total} samples")
         except lifecycle.JobStopped:
             shutil.rmtree(paths.root, ignore_errors=True)  # a canceled job leaves nothing behind
             raise
-        count = min(batch_size, total - start)
-        batch = model.samples(spec["seed"], start, count, params)
-        samples[start : start + count] = batch
-        samples.flush()
-        encode(ctx, batch, start)
-        _report(job, progress={"done": start + count, "total": total})
+
+    started_at = _now()
+    _report(job, provider=model.provider, batch_size=batch_size, progress={"done": 0, "total": total})
+    pipeline.produce(model, spec["seed"], params, pipeline.batches(total, batch_size), consume, before_batch)
     del samples
 
     members = archive.member_files(paths.members)

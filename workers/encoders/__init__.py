@@ -1,17 +1,17 @@
 """Encoders by format name; which formats a model offers comes from its manifest."""
 
-from workers.encoders.base import EncodeContext, Encoder
-from workers.encoders.bundle import write_ndjson, write_nothing
-from workers.encoders.image import write_png
-from workers.encoders.signal import write_asc, write_csv, write_wfdb
+from workers.encoders.base import BatchWriter, EncodeContext, WriterFactory
+from workers.encoders.bundle import NdjsonWriter, NothingWriter
+from workers.encoders.image import PngWriter
+from workers.encoders.signal import WfdbWriter, asc_writer, csv_writer
 
-ENCODERS: dict[str, Encoder] = {
-    "wfdb": write_wfdb,
-    "csv": write_csv,
-    "asc": write_asc,
-    "npy": write_nothing,
-    "json": write_ndjson,
-    "png": write_png,
+ENCODERS: dict[str, WriterFactory] = {
+    "wfdb": WfdbWriter,
+    "csv": csv_writer,
+    "asc": asc_writer,
+    "npy": NothingWriter,
+    "json": NdjsonWriter,
+    "png": PngWriter,
 }
 
-__all__ = ["ENCODERS", "EncodeContext", "Encoder"]
+__all__ = ["ENCODERS", "BatchWriter", "EncodeContext", "WriterFactory"]

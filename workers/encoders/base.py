@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +30,9 @@ class EncodeContext:
         return f"{self.output.file_prefix}s"
 
 
-class Encoder(Protocol):
-    def __call__(self, ctx: EncodeContext, samples: np.ndarray, start: int) -> None:
-        """Write archive members for samples start .. start+len(samples)-1 into ctx.directory."""
+class BatchWriter(Protocol):
+    def write(self, samples: np.ndarray, start: int) -> None:
+        """Write archive members for samples start .. start+len(samples)-1 into the context's directory."""
+
+
+WriterFactory = Callable[[EncodeContext], BatchWriter]

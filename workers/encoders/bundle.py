@@ -8,11 +8,22 @@ from workers.encoders.base import EncodeContext
 from workers.encoders.records import line
 
 
-def write_ndjson(ctx: EncodeContext, samples: np.ndarray, start: int) -> None:
-    with (ctx.directory / f"{ctx.bundle_name}.ndjson").open("ab") as out:
-        for offset, sample in enumerate(samples):
-            out.write(line(ctx.output, ctx.channel_names, ctx.seed, start + offset, sample))
+class NdjsonWriter:
+    def __init__(self, ctx: EncodeContext) -> None:
+        self.ctx = ctx
+        self.path = ctx.directory / f"{ctx.bundle_name}.ndjson"
+
+    def write(self, samples: np.ndarray, start: int) -> None:
+        with self.path.open("ab") as out:
+            out.writelines(line(self.ctx.output, self.ctx.channel_names, self.ctx.seed, start + offset, sample)
+                           for offset, sample in enumerate(samples))
 
 
-def write_nothing(ctx: EncodeContext, samples: np.ndarray, start: int) -> None:
+class NothingWriter:
     """npy: the archive takes the samples array the worker fills anyway."""
+
+    def __init__(self, ctx: EncodeContext) -> None:
+        pass
+
+    def write(self, samples: np.ndarray, start: int) -> None:
+        pass

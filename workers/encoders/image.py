@@ -9,10 +9,14 @@ from workers.encoders.base import EncodeContext
 from workers.encoders.records import image_pair
 
 
-def write_png(ctx: EncodeContext, samples: np.ndarray, start: int) -> None:
-    assert isinstance(ctx.output, ImageOutput)
-    for offset, sample in enumerate(samples):
-        image, mask = image_pair(sample, ctx.output)
-        (ctx.directory / f"{ctx.stem(start + offset)}.png").write_bytes(image)
-        if mask is not None:
-            (ctx.directory / f"{ctx.stem(start + offset, 'mask')}.png").write_bytes(mask)
+class PngWriter:
+    def __init__(self, ctx: EncodeContext) -> None:
+        assert isinstance(ctx.output, ImageOutput)
+        self.ctx, self.output = ctx, ctx.output
+
+    def write(self, samples: np.ndarray, start: int) -> None:
+        for offset, sample in enumerate(samples):
+            image, mask = image_pair(sample, self.output)
+            (self.ctx.directory / f"{self.ctx.stem(start + offset)}.png").write_bytes(image)
+            if mask is not None:
+                (self.ctx.directory / f"{self.ctx.stem(start + offset, 'mask')}.png").write_bytes(mask)

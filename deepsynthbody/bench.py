@@ -1,0 +1,252 @@
+"""`deepsynthbody bench`: the original package, the raw ONNX generator and the service end to end, one run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+from deepsynthbody import processes
+from deepsynthbody.embedded_redis import EmbeddedRedis
+from deepsynthbody.settings import Settings
+
+ECG = "/generate/cardiovascular/ecg"
+FORMATS = ("npy", "wfdb", "csv", "asc", "json")
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any]
+    rows: list[tuple[str, float, str]] = field(default_factory=list)  # (what, ECG/s or value, unit)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, what: str, value: float, unit: str = "ECG/s") -> None:
+        self.rows.append((what, value, unit))
+        print(f"  {what}: {value:,.1f} {unit}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    import onnxruntime
+
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "providers": onnxruntime.get_available_providers()}
+
+
+def original_package(count: int) -> float:
+    import deepfakeecg
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as out:
+        deepfakeecg.generate(2, out)  # load + warm up outside the timing
+        started = time.perf_counter()
+        deepfakeecg.generate(count, out)
+        return count / (time.perf_counter() - started)
+
+
+def raw_onnx(model_path: Path, seconds: float, batches: tuple[int, ...]) -> dict[int, float]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    rates = {}
+    for batch in batches:
+        noise = np.random.default_rng(0).uniform(-1, 1, size=(batch, 8, 5000)).astype(np.float32)
+        session.run(None, {"noise": noise})
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(None, {"noise": noise})
+            done += batch
+        rates[batch] = done / (time.perf_counter() - started)
+    return rates
+
+
+class Service:
+    """A private Redis, the API and `workers` worker processes, on this machine."""
+
+    def __init__(self, data_dir: Path, workers: int, queue: str = "generate") -> None:
+        self.data_dir, self.workers, self.queue = data_dir, workers, queue
+        self.redis = EmbeddedRedis(data_dir / "redis").start()
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DSB_REDIS_URL": self.redis.url, "DSB_DATA_DIR": str(data_dir), "DSB_QUEUE": queue}
+        self.api = processes.spawn([sys.executable, "-m", "deepsynthbody", "api", "--port", str(self.port)],
+                                   env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pool: subprocess.Popen[bytes] | None = None
+        if workers:
+            threads = str(max(1, (os.cpu_count() or 1) // workers))
+            self.pool = processes.spawn(
+                [sys.executable, "-m", "deepsynthbody", "worker", "--workers", str(workers)],
+                env={**self.env, "DSB_ORT_THREADS": threads}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"{self.url}/readyz").json()
+                if ready["checks"].get("workers", 0) >= self.workers and ready["checks"].get("models"):
+                    return
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the service did not become ready")
+
+    def worker_processes(self) -> list[psutil.Process]:
+        return psutil.Process(self.pool.pid).children(recursive=True) + [psutil.Process(self.pool.pid)] if self.pool else []
+
+    def stop(self) -> None:
+        processes.stop(self.pool)
+        processes.stop(self.api)
+        self.redis.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def end_to_end(client: httpx.Client, body: dict[str, Any], sink: Path) -> float:
+    """Seconds from POST until the archive is fully downloaded."""
+    started = time.perf_counter()
+    job_id = client.post(ECG, json=body).json()["job_id"]
+    while (status := client.get(f"/jobs/{job_id}").json()["status"]) not in ("finished", "failed", "canceled"):
+        time.sleep(0.02)
+    if status != "finished":
+        raise RuntimeError(f"benchmark job {job_id} {status}")
+    with client.stream("GET", f"/jobs/{job_id}/result") as response, sink.open("wb") as out:
+        for chunk in response.iter_bytes(1 << 20):
+            out.write(chunk)
+    return time.perf_counter() - started
+
+
+def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink: Path) -> float:
+    """Largest resident set of any worker process while it makes a `count`-ECG job, in MiB."""
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            for proc in service.worker_processes():
+                try:
+                    peak = max(peak, proc.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    end_to_end(client, {"num_samples": count, "seed": 1, "format": fmt}, sink)
+    done.set()
+    watcher.join()
+    return peak / 2**20
+
+
+async def _enqueue_latencies(url: str, clients: int, per_client: int) -> list[float]:
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=clients)) as http:
+        async def one_client() -> None:
+            for _ in range(per_client):
+                started = time.perf_counter()
+                response = await http.post(ECG, json={"num_samples": 1, "format": "npy"})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 202:
+                    raise RuntimeError(response.text)
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return latencies
+
+
+def _copy_models(settings: Settings, data_dir: Path) -> None:
+    from model_store.build import build
+
+    build(settings.model_store())
+    shutil.copytree(settings.installed_models_dir, data_dir / "models", dirs_exist_ok=True)
+
+
+def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_counts: tuple[int, ...],
+        clients: int, requests: int, out: Path | None) -> Results:
+    settings = Settings()
+    results = Results(machine())
+    print(f"machine: {results.machine}", flush=True)
+    base = Path(tempfile.mkdtemp(prefix="dsb-bench-"))
+    try:
+        data = base / "data"
+        _copy_models(settings, data)
+        model_path = next((data / "models").glob("cardiovascular/ecg/*/*/model.onnx"))
+
+        print("original deepfake-ecg package (batch 1, writes .asc):", flush=True)
+        results.add("original deepfakeecg.generate()", original_package(original_n))
+        print("raw ONNX generator (noise prepared, CPU EP, all cores):", flush=True)
+        raw = raw_onnx(model_path, seconds=3.0, batches=(1, 8, 32, 64))
+        for batch, rate in raw.items():
+            results.add(f"raw ONNX, batch {batch}", rate)
+        results.extra["raw_best"] = max(raw.values())
+
+        sink = base / "download.zip"
+        for workers in worker_counts:
+            print(f"service end to end, {n} ECGs, {workers} worker(s), POST until the archive is downloaded:", flush=True)
+            service = Service(data, workers)
+            try:
+                with httpx.Client(base_url=service.url, timeout=120) as client:
+                    end_to_end(client, {"num_samples": 2 * workers, "format": "npy"}, sink)  # load sessions
+                    for fmt in formats:
+                        seconds = end_to_end(client, {"num_samples": n, "seed": 1, "format": fmt}, sink)
+                        results.add(f"service {fmt}, {workers} worker(s)", n / seconds)
+                    if workers == worker_counts[0]:
+                        print(f"worker peak RSS (npy), {rss_n // 10} vs {rss_n} ECGs:", flush=True)
+                        for count in (rss_n // 10, rss_n):
+                            results.add(f"worker peak RSS, {count}-ECG job", peak_rss(service, client, count, "npy", sink), "MiB")
+            finally:
+                service.stop()
+                shutil.rmtree(data / "jobs", ignore_errors=True)
+                shutil.rmtree(data / "redis", ignore_errors=True)
+
+        print(f"enqueue latency, {clients} concurrent clients, {requests} requests (no worker consumes them):", flush=True)
+        service = Service(data, 0, queue="bench-enqueue")
+        try:
+            latencies = sorted(asyncio.run(_enqueue_latencies(service.url, clients, max(1, requests // clients))))
+            results.add("enqueue p50", 1000 * statistics.median(latencies), "ms")
+            results.add("enqueue p99", 1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
+        finally:
+            service.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(table(results))
+    if out:
+        out.write_text(json.dumps({"machine": results.machine, "rows": results.rows, **results.extra}, indent=2))
+    return results
+
+
+def table(results: Results) -> str:
+    raw = results.extra["raw_best"]
+    original = next(v for w, v, _ in results.rows if w.startswith("original"))
+    lines = [f"machine: {results.machine['cpu']}, {results.machine['cores']} cores, "
+             f"{results.machine['memory_gb']} GiB, onnxruntime {results.machine['onnxruntime']}",
+             "", "| measurement | value | x raw ONNX | x original |", "|---|---|---|---|"]
+    for what, value, unit in results.rows:
+        if unit == "ECG/s":
+            lines.append(f"| {what} | {value:,.1f} ECG/s | {value / raw:.2f} | {value / original:.1f} |")
+        else:
+            lines.append(f"| {what} | {value:,.1f} {unit} | | |")
+    return "\n".join(lines)

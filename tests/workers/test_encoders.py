@@ -1,0 +1,48 @@
+"""The fast encoders write exactly what the reference implementations write."""
+
+from __future__ import annotations
+
+import filecmp
+import io
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+from model_store.manifest import SignalOutput
+from model_store.recipes.pulse2pulse_ecg import MANIFEST_TEMPLATE, TWELVE_LEADS
+from workers.encoders import ENCODERS, EncodeContext
+from workers.encoders.text import int16_rows
+
+ECG_OUTPUT = SignalOutput.model_validate(MANIFEST_TEMPLATE["output"])
+
+
+def _ecgs(count: int) -> np.ndarray:
+    values = (np.random.default_rng(5).standard_normal((count, 5000, 12)) * 3000).astype(np.int16)
+    values[0, 0, :2] = [np.iinfo(np.int16).min, np.iinfo(np.int16).max]
+    return values
+
+
+def test_text_rows_equal_numpy_savetxt() -> None:
+    sample = _ecgs(1)[0]
+    for delimiter in (",", " "):
+        reference = io.BytesIO()
+        np.savetxt(reference, sample, fmt="%d", delimiter=delimiter)
+        assert int16_rows(sample, delimiter) == reference.getvalue()
+
+
+def test_wfdb_records_equal_wfdb_wrsamp(tmp_path: Path) -> None:
+    ecgs = _ecgs(3)
+    ours, reference = tmp_path / "ours", tmp_path / "reference"
+    ours.mkdir(), reference.mkdir()
+    writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 3, ours))
+    writer.write(ecgs[:1], 0)
+    writer.write(ecgs[1:], 1)
+    for index, sample in enumerate(ecgs):
+        wfdb.wrsamp(f"ecg_{index:05d}", fs=500.0, units=["mV"] * 12, sig_name=TWELVE_LEADS,
+                    d_signal=sample.astype(np.int64), fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
+                    write_dir=str(reference))
+    names = sorted(p.name for p in reference.iterdir())
+    assert sorted(p.name for p in ours.iterdir()) == names and len(names) == 6
+    match, mismatch, errors = filecmp.cmpfiles(ours, reference, names, shallow=False)
+    assert mismatch == [] and errors == []
