@@ -1,6 +1,8 @@
-"""Read RQ jobs and present them as the API's job resource."""
+"""Read RQ jobs and present them as the API's job resource (a chunked request reads as one job)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -9,7 +11,7 @@ from rq.serializers import JSONSerializer
 
 from app.schemas import JobLinks, JobPublic, JobState, ModelRef, Progress
 from deepsynthbody.errors import NotFound
-from deepsynthbody.jobs import JobSpec
+from deepsynthbody.jobs import JobSpec, chunk_job_ids
 
 _STATES = {
     JobStatus.CREATED: JobState.queued,
@@ -26,19 +28,92 @@ _STATES = {
 }
 
 
-def fetch(redis: Redis, job_id: str) -> Job:
-    try:
-        return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
-    except NoSuchJobError:
-        raise NotFound(f"no job {job_id!r} (unknown, or expired after its retention time)") from None
-
-
-def state(job: Job) -> JobState:
+def _state(job: Job) -> JobState:
     return _STATES.get(job.get_status(refresh=False), JobState.queued)
 
 
-def spec(job: Job) -> JobSpec:
-    return job.args[0]
+def _error(job: Job) -> str | None:
+    result = job.latest_result()
+    text = (result.exc_string if result else None) or job.exc_info or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "the worker failed without a message"
+
+
+@dataclass
+class JobView:
+    """A request's job and, when it was split, its chunk jobs: one status, one progress."""
+
+    job: Job
+    chunks: list[Job]
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.job.args[0]
+
+    @property
+    def parts(self) -> list[Job]:
+        return self.chunks or [self.job]
+
+    @property
+    def state(self) -> JobState:
+        own = _state(self.job)
+        if not self.chunks or own is not JobState.queued:
+            return own
+        states = [_state(chunk) for chunk in self.chunks]
+        for decisive in (JobState.failed, JobState.canceled):
+            if decisive in states:
+                return decisive
+        return JobState.queued if all(s is JobState.queued for s in states) else JobState.started
+
+    def chunk_progress(self) -> list[tuple[int, int, int]]:
+        """(first sample, done, count) of each chunk."""
+        rows = []
+        for (first, count), part in zip(self.spec["chunks"], self.parts):
+            saved = part.meta.get("progress")
+            done = saved["done"] if saved else (count if _state(part) is JobState.finished else 0)
+            rows.append((first, done, count))
+        return rows
+
+    @property
+    def progress(self) -> Progress:
+        if self.state is JobState.finished:
+            return Progress(done=self.spec["num_samples"], total=self.spec["num_samples"])
+        return Progress(done=sum(done for _, done, _ in self.chunk_progress()), total=self.spec["num_samples"])
+
+    def ready_prefix(self) -> int:
+        """How many samples from the first one on are written (chunks finish in any order)."""
+        ready = 0
+        for first, done, count in self.chunk_progress():
+            ready = first + done
+            if done < count:
+                break
+        return ready
+
+    @property
+    def error(self) -> str | None:
+        if self.state is not JobState.failed:
+            return None
+        failed = [part for part in [self.job, *self.chunks] if _state(part) is JobState.failed]
+        return _error(failed[0])
+
+    @property
+    def provider(self) -> str | None:
+        providers = sorted({p.meta["provider"] for p in self.parts if p.meta.get("provider")})
+        return ", ".join(providers) or None
+
+
+def fetch(redis: Redis, job_id: str) -> JobView:
+    try:
+        job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        raise NotFound(f"no job {job_id!r} (unknown, or expired after its retention time)") from None
+    ids = chunk_job_ids(job.args[0])
+    chunks = [c for c in Job.fetch_many(ids, connection=redis, serializer=JSONSerializer) if c is not None] if ids else []
+    return JobView(job, chunks)
 
 
 def links(job_id: str) -> JobLinks:
@@ -46,37 +121,21 @@ def links(job_id: str) -> JobLinks:
     return JobLinks(self=base, result=f"{base}/result", stream=f"{base}/stream")
 
 
-def progress(job: Job) -> Progress:
-    saved = job.meta.get("progress")
-    if saved:
-        return Progress(**saved)
-    total = spec(job)["num_samples"]
-    return Progress(done=total if state(job) is JobState.finished else 0, total=total)
-
-
-def error(job: Job) -> str | None:
-    if state(job) is not JobState.failed:
-        return None
-    result = job.latest_result()
-    text = (result.exc_string if result else None) or job.exc_info or ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "the worker failed without a message"
-
-
-def public(job: Job) -> JobPublic:
-    job_spec = spec(job)
+def public(view: JobView) -> JobPublic:
+    spec = view.spec
+    started = [p.started_at for p in view.parts if p.started_at]
     return JobPublic(
-        job_id=job.id,
-        status=state(job),
-        progress=progress(job),
-        seed=job_spec["seed"],
-        model=ModelRef(id=job_spec["model_id"], version=job_spec["model_version"]),
-        format=job_spec["format"],
-        request=job_spec["request"],
-        created_at=job.created_at,
-        started_at=job.started_at,
-        ended_at=job.ended_at,
-        execution_provider=job.meta.get("provider"),
-        error=error(job),
-        links=links(job.id),
+        job_id=view.id,
+        status=view.state,
+        progress=view.progress,
+        seed=spec["seed"],
+        model=ModelRef(id=spec["model_id"], version=spec["model_version"]),
+        format=spec["format"],
+        request=spec["request"],
+        created_at=view.job.created_at,
+        started_at=min(started) if started else None,
+        ended_at=view.job.ended_at,
+        execution_provider=view.provider,
+        error=view.error,
+        links=links(view.id),
     )

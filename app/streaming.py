@@ -19,25 +19,25 @@ POLL_SECONDS = 0.1
 
 
 def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> Iterator[bytes]:
-    """Lines for samples 0..N-1 in order; waits for each batch; ends with an error line if the job fails."""
-    job = job_views.fetch(redis, job_id)
-    spec = job_views.spec(job)
+    """Lines for samples 0..N-1 in order, each once it is written; an error line ends a failed job's stream."""
+    view = job_views.fetch(redis, job_id)
+    spec = view.spec
     output = store.get(spec["model_id"], spec["model_version"]).manifest.output
     names = output.channel_names(spec["params"]) if output.kind == "signal" else list(output.channels)
     sent, total = 0, spec["num_samples"]
     samples: np.ndarray | None = None
     while sent < total:
-        job = job_views.fetch(redis, job_id)
-        status = job_views.state(job)
-        if status in (JobState.failed, JobState.canceled):
-            yield orjson.dumps({"error": job_views.error(job) or f"job {status.value}", "status": status.value}) + b"\n"
+        view = job_views.fetch(redis, job_id)
+        state = view.state
+        if state in (JobState.failed, JobState.canceled):
+            yield orjson.dumps({"error": view.error or f"job {state.value}", "status": state.value}) + b"\n"
             return
-        done = job_views.progress(job).done
-        if done > sent and paths.samples.exists():
+        ready = total if state is JobState.finished else view.ready_prefix()
+        if ready > sent and paths.samples.exists():
             if samples is None:
                 samples = np.load(paths.samples, mmap_mode="r")
-            for index in range(sent, done):
+            for index in range(sent, ready):
                 yield line(output, names, spec["seed"], index, samples[index])
-            sent = done
+            sent = ready
         else:
             time.sleep(POLL_SECONDS)

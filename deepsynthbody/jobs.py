@@ -1,4 +1,9 @@
-"""The contract between the API and the workers: what a job carries and where its files live."""
+"""The contract between the API and the workers: what a job carries and where its files live.
+
+A request becomes one RQ job when it fits in one chunk (it generates, then archives). A larger one
+becomes one chunk job per `chunk_size` samples, which any workers on any machines run in parallel,
+plus the archive job the client sees, which RQ starts once every chunk has finished.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 GENERATE_TASK = "workers.tasks.generate"  # enqueued by name: the API never imports worker code
+CHUNK_TASK = "workers.tasks.generate_chunk"
+ARCHIVE_TASK = "workers.tasks.archive_chunks"
 
 
 class JobSpec(TypedDict):
-    """The one argument of a generation job, serialized as JSON by RQ."""
+    """The first argument of every job of a request, serialized as JSON by RQ."""
 
     job_id: str
     model_id: str
@@ -19,6 +26,19 @@ class JobSpec(TypedDict):
     format: str
     params: dict[str, Any]
     request: dict[str, Any]
+    chunks: list[tuple[int, int]]  # (first sample, count) of each chunk
+
+
+def plan_chunks(total: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(start, min(chunk_size, total - start)) for start in range(0, total, chunk_size)]
+
+
+def chunk_job_id(job_id: str, index: int) -> str:
+    return f"{job_id}-chunk-{index:05d}"
+
+
+def chunk_job_ids(spec: JobSpec) -> list[str]:
+    return [chunk_job_id(spec["job_id"], i) for i in range(len(spec["chunks"]))] if len(spec["chunks"]) > 1 else []
 
 
 class JobPaths:
@@ -34,7 +54,13 @@ class JobPaths:
 
     @property
     def members(self) -> Path:
+        """Per-sample archive members, named by the sample's index in the whole job."""
         return self.root / "members"
+
+    @property
+    def parts(self) -> Path:
+        """One piece per chunk of formats that hold every sample in one file, joined in order at the end."""
+        return self.root / "parts"
 
     @property
     def archive(self) -> Path:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     batch_size: PositiveInt | None = Field(None, description="Samples per inference call; unset: 32 on CPU, 512 on CUDA.")
     use_cuda: bool = Field(True, description="Use the CUDA execution provider when onnxruntime-gpu finds a GPU.")
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per worker; 0 lets onnxruntime choose.")
+    chunk_size: PositiveInt = Field(
+        2000, description="Requests larger than this are split into chunks that workers run in parallel."
+    )
     queue: str = Field("generate", description="RQ queue the API enqueues generation jobs on.")
     job_timeout: PositiveInt = Field(6 * 3600, description="Seconds a job may run before RQ fails it.")
     result_ttl: PositiveInt = Field(7 * 24 * 3600, description="Seconds RQ keeps a finished or failed job.")

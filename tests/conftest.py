@@ -26,6 +26,7 @@ from model_store.manifest import MANIFEST_FILE
 ROOT = Path(__file__).resolve().parents[1]
 ECG = "/generate/cardiovascular/ecg"
 BROKEN_SUBCATEGORY = "test-broken-artifact"
+CHUNK_SIZE = 100
 
 
 def free_port() -> int:
@@ -57,7 +58,9 @@ def extra_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(redis_url: str, data_dir: Path, extra_models: Path) -> Settings:
-    return Settings(redis_url=redis_url, data_dir=data_dir, model_dirs=[extra_models], queue=f"test-{uuid.uuid4().hex[:8]}")
+    # small chunks, so requests of a few hundred samples already fan out over chunk jobs
+    return Settings(redis_url=redis_url, data_dir=data_dir, model_dirs=[extra_models],
+                    queue=f"test-{uuid.uuid4().hex[:8]}", chunk_size=CHUNK_SIZE)
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +89,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         "DSB_DATA_DIR": str(settings.data_dir),
         "DSB_MODEL_DIRS": json.dumps([str(p) for p in settings.model_dirs]),
         "DSB_QUEUE": settings.queue,
+        "DSB_CHUNK_SIZE": str(settings.chunk_size),
         "DSB_ORT_THREADS": "1",
         **extra,
     }
@@ -104,15 +108,20 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
 @pytest.fixture(scope="session")
 def worker(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Iterator[subprocess.Popen[bytes]]:
     """One real RQ worker process (`deepsynthbody worker`), batch size 7 so jobs span several batches."""
-    redis = Redis.from_url(str(settings.redis_url))
-    before = {w.name for w in Worker.all(connection=redis)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, env=environment(settings, DSB_BATCH_SIZE="7")
-    )
-    wait_for(lambda: {w.name for w in Worker.all(connection=redis)} - before, 30, "the worker to register")
+    process = start_worker(settings, batch_size=7)
     yield process
     process.terminate()
     process.wait(timeout=30)
+
+
+def start_worker(settings: Settings, batch_size: int) -> subprocess.Popen[bytes]:
+    redis = Redis.from_url(str(settings.redis_url))
+    before = {w.name for w in Worker.all(connection=redis)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, env=environment(settings, DSB_BATCH_SIZE=str(batch_size))
+    )
+    wait_for(lambda: {w.name for w in Worker.all(connection=redis)} - before, 30, "the worker to register")
+    return process
 
 
 def run_api(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:

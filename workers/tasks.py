@@ -1,9 +1,12 @@
-"""RQ job functions. The API enqueues them by dotted name (deepsynthbody.jobs.GENERATE_TASK)."""
+"""RQ job functions, enqueued by dotted name (deepsynthbody.jobs): generate, or chunks then their archive."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,61 +16,111 @@ from rq.job import Job
 from deepsynthbody import __version__
 from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.settings import Settings, get_settings
+from model_store.store import ModelEntry
 from workers import archive, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
 
 
 def generate(spec: JobSpec) -> dict[str, Any]:
-    """The RQ job: generate spec['num_samples'] samples with this worker's settings."""
+    """A request that fits in one chunk: generate it, then archive it, in one job."""
     return run(spec, get_settings(), get_current_job())
 
 
+def generate_chunk(spec: JobSpec, index: int) -> dict[str, Any]:
+    """One chunk of a larger request; any worker on any machine sharing Redis and the results store."""
+    return run_chunk(spec, index, get_settings(), get_current_job())
+
+
+def archive_chunks(spec: JobSpec) -> dict[str, Any]:
+    """Runs once every chunk has finished (an RQ dependency): the archive of the whole request."""
+    job = get_current_job()
+    chunks = [dependency.return_value() for dependency in job.fetch_dependencies()] if job else []
+    return assemble(spec, get_settings(), job, chunks)
+
+
 def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, Any]:
-    """Generate in batches, saving progress after each, then archive the samples."""
+    chunk = run_chunk(spec, 0, settings, job)
+    return assemble(spec, settings, job, [chunk])
+
+
+def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = None) -> dict[str, Any]:
+    """Generate samples start .. start+count-1 of the request in batches, saving progress after each."""
+    first, total = spec["chunks"][index]
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     model = runtime.load(entry, settings)
-    output = entry.manifest.output
-    params, total = spec["params"], spec["num_samples"]
-
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
-    shutil.rmtree(paths.root, ignore_errors=True)  # a retried job starts clean
-    paths.members.mkdir(parents=True)
-    shape, dtype = postprocess.sample_shape(output, params)
-    samples = np.lib.format.open_memmap(paths.samples, mode="w+", dtype=dtype, shape=(total, *shape))
-    ctx = EncodeContext(output, _channel_names(output, params), spec["seed"], total, paths.members)
-    writer = ENCODERS[spec["format"]](ctx)
+    paths.members.mkdir(parents=True, exist_ok=True)
+    paths.parts.mkdir(exist_ok=True)
+    samples = _open_samples(paths.samples, entry, spec)
+    writer = ENCODERS[spec["format"]](_context(entry, spec, paths, index))
     batch_size = runtime.batch_size(model, settings)
+    started_at = _now()
 
     def consume(batch: np.ndarray, start: int) -> None:
         samples[start : start + len(batch)] = batch
         samples.flush()
         writer.write(batch, start)
-        _report(job, progress={"done": start + len(batch), "total": total})
+        _report(job, progress={"done": start + len(batch) - first, "total": total})
 
     def before_batch(start: int) -> None:
         try:
-            lifecycle.between_batches(f"job {spec['job_id']} at {start}/{total} samples")
+            lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at {start - first}/{total} samples")
         except lifecycle.JobStopped:
-            shutil.rmtree(paths.root, ignore_errors=True)  # a canceled job leaves nothing behind
+            if len(spec["chunks"]) == 1:  # a canceled job leaves nothing behind (chunks' siblings may still write)
+                shutil.rmtree(paths.root, ignore_errors=True)
             raise
 
-    started_at = _now()
     _report(job, provider=model.provider, batch_size=batch_size, progress={"done": 0, "total": total})
-    pipeline.produce(model, spec["seed"], params, pipeline.batches(total, batch_size), consume, before_batch)
-    del samples
+    pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume, before_batch)
+    return {"chunk": index, "provider": model.provider, "batch_size": batch_size, "started_at": started_at}
 
+
+def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Join the chunks' pieces and write the archive, whatever workers made them: the bytes are the same."""
+    entry = settings.model_store().get(spec["model_id"], spec["model_version"])
+    paths = JobPaths(settings.jobs_dir, spec["job_id"])
+    ctx = _context(entry, spec, paths, 0)
+    _join_parts(paths, ctx)
     members = archive.member_files(paths.members)
     if spec["format"] == "npy":
         members = [(paths.samples, f"{ctx.bundle_name}.npy")]
-    manifest = archive.write(
-        paths, members, _manifest(spec, job, model, batch_size, ctx, started_at), settings.archive_compression
-    )
+    manifest = archive.write(paths, members, _manifest(spec, job, entry, ctx, chunks), settings.archive_compression)
     shutil.rmtree(paths.members)
+    shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
 
 
-def _channel_names(output: Any, params: dict[str, Any]) -> list[str]:
-    return output.channel_names(params) if output.kind == "signal" else list(output.channels)
+def _open_samples(path: Path, entry: ModelEntry, spec: JobSpec) -> np.ndarray:
+    """The request's samples array, shared by its chunks: the first chunk to get here creates it."""
+    shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
+    if not path.exists():
+        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        np.lib.format.open_memmap(staging, mode="w+", dtype=dtype, shape=(spec["num_samples"], *shape)).flush()
+        try:
+            os.link(staging, path)  # atomic: exactly one chunk's file becomes the array
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink()
+    return np.load(path, mmap_mode="r+")
+
+
+def _join_parts(paths: JobPaths, ctx: EncodeContext) -> None:
+    by_suffix: dict[str, list[Path]] = {}
+    for part in sorted(paths.parts.iterdir()):
+        by_suffix.setdefault(part.suffix, []).append(part)
+    for suffix, parts in by_suffix.items():
+        target = paths.members / f"{ctx.bundle_name}{suffix}"
+        with target.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, out, 1 << 20)
+
+
+def _context(entry: ModelEntry, spec: JobSpec, paths: JobPaths, chunk: int) -> EncodeContext:
+    output, params = entry.manifest.output, spec["params"]
+    names = output.channel_names(params) if output.kind == "signal" else list(output.channels)
+    return EncodeContext(output, names, spec["seed"], spec["num_samples"], paths.members, paths.parts, chunk)
 
 
 def _report(job: Job | None, **fields: Any) -> None:
@@ -80,16 +133,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _manifest(
-    spec: JobSpec, job: Job | None, model: runtime.ModelRuntime, batch_size: int, ctx: EncodeContext, started_at: str
-) -> dict[str, Any]:
-    card = model.entry.manifest
-    out = card.output
-    description: dict[str, Any] = {"kind": out.kind, "format": spec["format"], "dtype": str(postprocess.sample_shape(out, spec["params"])[1])}
+def _one_or_all(values: list[Any]) -> Any:
+    unique = sorted(set(values), key=str)
+    return unique[0] if len(unique) == 1 else unique
+
+
+def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, ctx: EncodeContext,
+              chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    card, out = entry.manifest, entry.manifest.output
+    description: dict[str, Any] = {"kind": out.kind, "format": spec["format"],
+                                   "dtype": str(postprocess.sample_shape(out, spec["params"])[1])}
     if out.kind == "signal":
-        description |= {"unit": out.unit, "sampling_rate": out.sampling_rate, "length": out.length, out.record_key: ctx.channel_names}
+        description |= {"unit": out.unit, "sampling_rate": out.sampling_rate, "length": out.length,
+                        out.record_key: ctx.channel_names}
     else:
-        description |= {"height": out.height, "width": out.width, "channels": out.channels, "mask_channel": out.mask_channel}
+        description |= {"height": out.height, "width": out.width, "channels": out.channels,
+                        "mask_channel": out.mask_channel}
     return {
         "job_id": spec["job_id"],
         "request": spec["request"],
@@ -97,11 +156,12 @@ def _manifest(
         "num_samples": spec["num_samples"],
         "model": {"id": card.id, "version": card.version, "name": card.name, "sha256": card.sha256,
                   "category": card.category, "subcategory": card.subcategory},
-        "execution_provider": model.provider,
-        "batch_size": batch_size,
+        "execution_provider": _one_or_all([c["provider"] for c in chunks]),
+        "batch_size": _one_or_all([c["batch_size"] for c in chunks]),
+        "chunks": len(spec["chunks"]),
         "software": {"deepsynthbody": __version__, "onnxruntime": runtime.ort.__version__, "numpy": np.__version__},
         "created_at": job.created_at.isoformat() if job and job.created_at else None,
-        "started_at": started_at,
+        "started_at": min(c["started_at"] for c in chunks),
         "finished_at": _now(),
         "output": description,
         "license": card.license,

@@ -17,7 +17,7 @@ from app import request_models
 from app.deps import QueueDep, SettingsDep, StoreDep
 from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
-from deepsynthbody.jobs import GENERATE_TASK, JobSpec
+from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobSpec, chunk_job_ids, plan_chunks
 from deepsynthbody.settings import Settings
 from model_store.store import ModelEntry, ModelStore
 
@@ -62,16 +62,24 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
 
 
 def _enqueue(queue: Queue, settings: Settings, spec: JobSpec) -> None:
-    queue.enqueue(
-        GENERATE_TASK,
-        spec,
-        job_id=spec["job_id"],
-        job_timeout=settings.job_timeout,
-        result_ttl=settings.result_ttl,
-        failure_ttl=settings.result_ttl,
-        retry=Retry(max=2),
-        description=f"{spec['model_id']}:{spec['model_version']} x{spec['num_samples']} {spec['format']}",
-    )
+    """One job, or one job per chunk (in one transaction) and the archive job that depends on them all."""
+    options = {"job_timeout": settings.job_timeout, "result_ttl": settings.result_ttl,
+               "failure_ttl": settings.result_ttl, "retry": Retry(max=2)}
+    label = f"{spec['model_id']}:{spec['model_version']} x{spec['num_samples']} {spec['format']}"
+    chunk_ids = chunk_job_ids(spec)
+    if not chunk_ids:
+        queue.enqueue(GENERATE_TASK, spec, job_id=spec["job_id"], description=label, **options)
+        return
+    chunk_jobs = [
+        Queue.prepare_data(CHUNK_TASK, (spec, i), job_id=chunk_id, description=f"{label} chunk {i}",
+                           timeout=options["job_timeout"], result_ttl=settings.result_ttl,
+                           failure_ttl=settings.result_ttl, retry=options["retry"])
+        for i, chunk_id in enumerate(chunk_ids)
+    ]
+    with queue.connection.pipeline() as pipe:
+        jobs = queue.enqueue_many(chunk_jobs, pipeline=pipe)
+        pipe.execute()
+    queue.enqueue(ARCHIVE_TASK, spec, job_id=spec["job_id"], depends_on=jobs, description=f"{label} archive", **options)
 
 
 def make_router(store: ModelStore, max_samples: int) -> APIRouter:
@@ -108,6 +116,7 @@ def make_router(store: ModelStore, max_samples: int) -> APIRouter:
             format=validated.format,
             params=params,
             request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
+            chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )
         await run_in_threadpool(_enqueue, queue, settings, spec)
         response.headers["Location"] = f"/jobs/{job_id}"

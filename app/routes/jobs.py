@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from rq.command import send_stop_job_command
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from app import job_views, streaming
@@ -29,35 +30,36 @@ def get_job(job_id: str, redis: RedisDep) -> JobPublic:
 @router.delete("/{job_id}", response_model=JobPublic, summary="Cancel a queued or running job",
                responses={409: {"description": "The job already ended"}})
 def cancel_job(job_id: str, redis: RedisDep) -> JSONResponse:
-    job = job_views.fetch(redis, job_id)
-    status = job_views.state(job)
+    view = job_views.fetch(redis, job_id)
+    status = view.state
     if status not in _ACTIVE:
         raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled", status=status.value)
-    if status is JobState.queued:
-        job.cancel()
-    else:
-        send_stop_job_command(redis, job_id, serializer=JSONSerializer)
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while job_views.state(job) is JobState.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-            job.refresh()
-    view = job_views.public(job)
-    return JSONResponse(view.model_dump(mode="json"), status_code=200 if view.status is JobState.canceled else 202)
+    for job in [view.job, *view.chunks]:  # the archive job first, so no chunk's end can start it
+        job_status = job.get_status(refresh=True)
+        if job_status == JobStatus.STARTED:
+            send_stop_job_command(redis, job.id, serializer=JSONSerializer)
+        elif job_status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            job.cancel()
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    while any(j.get_status(refresh=True) == JobStatus.STARTED for j in view.parts) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    public = job_views.public(job_views.fetch(redis, job_id))
+    return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 
 
 @router.get("/{job_id}/result", summary="The zip archive of a finished job",
             response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}, 409: {"description": "The job has not finished"}})
 def get_result(job_id: str, redis: RedisDep, settings: SettingsDep) -> FileResponse:
-    job = job_views.fetch(redis, job_id)
-    status = job_views.state(job)
+    view = job_views.fetch(redis, job_id)
+    status = view.state
     if status is not JobState.finished:
         raise Conflict(f"job {job_id} is {status.value}; the archive exists once it is finished",
-                       status=status.value, progress=job_views.progress(job).model_dump())
+                       status=status.value, progress=view.progress.model_dump())
     archive = JobPaths(settings.jobs_dir, job_id).archive
     if not archive.exists():
         raise NotFound(f"the archive of job {job_id} is no longer stored")
-    spec = job_views.spec(job)
+    spec = view.spec
     filename = f"deepsynthbody_{spec['model_id']}-v{spec['model_version']}_n{spec['num_samples']}_seed{spec['seed']}_{spec['format']}_{job_id[:8]}.zip"
     return FileResponse(archive, media_type="application/zip", filename=filename)
 
@@ -66,9 +68,9 @@ def get_result(job_id: str, redis: RedisDep, settings: SettingsDep) -> FileRespo
             response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}, 409: {"description": "The job was canceled or failed"}})
 def stream(job_id: str, redis: RedisDep, store: StoreDep, settings: SettingsDep) -> StreamingResponse:
-    job = job_views.fetch(redis, job_id)
-    status = job_views.state(job)
+    view = job_views.fetch(redis, job_id)
+    status = view.state
     if status in (JobState.failed, JobState.canceled):
-        raise Conflict(f"job {job_id} is {status.value}; nothing to stream", status=status.value, error=job_views.error(job))
+        raise Conflict(f"job {job_id} is {status.value}; nothing to stream", status=status.value, error=view.error)
     paths = JobPaths(settings.jobs_dir, job_id)
     return StreamingResponse(streaming.ndjson(redis, store, paths, job_id), media_type="application/x-ndjson")

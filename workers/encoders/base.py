@@ -19,6 +19,8 @@ class EncodeContext:
     seed: int
     num_samples: int
     directory: Path
+    parts: Path
+    chunk: int = 0
 
     def stem(self, index: int, prefix: str | None = None) -> str:
         width = max(5, len(str(self.num_samples - 1)))
@@ -28,6 +30,10 @@ class EncodeContext:
     def bundle_name(self) -> str:
         """Name of the single file that formats holding every sample in one file use."""
         return f"{self.output.file_prefix}s"
+
+    def part(self, suffix: str) -> Path:
+        """This chunk's piece of a one-file format; the archive joins the pieces in chunk order."""
+        return self.parts / f"{self.chunk:05d}{suffix}"
 
 
 class BatchWriter(Protocol):

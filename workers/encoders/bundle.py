@@ -11,7 +11,8 @@ from workers.encoders.records import line
 class NdjsonWriter:
     def __init__(self, ctx: EncodeContext) -> None:
         self.ctx = ctx
-        self.path = ctx.directory / f"{ctx.bundle_name}.ndjson"
+        self.path = ctx.part(".ndjson")
+        self.path.unlink(missing_ok=True)  # a retried chunk starts its piece again
 
     def write(self, samples: np.ndarray, start: int) -> None:
         with self.path.open("ab") as out:
