@@ -1,0 +1,154 @@
+"""End-to-end check of the SinGAN-Seg recipe on a tiny configuration.
+
+Trains a 3-scale, 8-channel pyramid for a few iterations, exports it and
+checks the ONNX graph against the torch module and against its contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from model_store.recipes.singan_seg import export, train
+from model_store.recipes.singan_seg.model import Pyramid, cascade
+
+IMAGE = Path(__file__).resolve().parents[3] / "shared" / "data" / "gi-tract" / "polyp_with_4_channels.png"
+TOLERANCE = 1e-4
+TINY_ARGS = ["--max-size", "32", "--min-size", "16", "--scale-factor", "0.75", "--channels", "8"]
+TINY_ARGS += ["--iters", "6", "--seed", "0", "--threads", "1", "--log-every", "2"]
+
+pytestmark = pytest.mark.skipif(not IMAGE.exists(), reason=f"training image not found at {IMAGE}")
+
+
+def train_tiny(out: Path) -> Path:
+    train.main(["--image", str(IMAGE), "--out", str(out), *TINY_ARGS])
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    run = tmp_path_factory.mktemp("run")
+    checkpoint = train_tiny(run)
+    out = tmp_path_factory.mktemp("export")
+    export.main(["--checkpoint", str(checkpoint), "--out", str(out)])
+    return checkpoint, out
+
+
+@pytest.fixture(scope="module")
+def pyramid(exported: tuple[Path, Path]) -> Pyramid:
+    return export.load_pyramid(exported[0])
+
+
+@pytest.fixture(scope="module")
+def session(exported: tuple[Path, Path]) -> ort.InferenceSession:
+    return ort.InferenceSession(str(exported[1] / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def draw(pyramid: Pyramid, batch: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 4, h, w, generator=gen) for h, w in pyramid.sizes]
+
+
+def run_onnx(session: ort.InferenceSession, noises: list[torch.Tensor], start_scale: int) -> np.ndarray:
+    feed = {f"noise_{k}": n.numpy() for k, n in enumerate(noises)}
+    feed["start_scale"] = np.array([start_scale], dtype=np.int64)
+    return session.run(["image"], feed)[0]
+
+
+def run_torch(pyramid: Pyramid, noises: list[torch.Tensor], start_scale: int) -> np.ndarray:
+    with torch.no_grad():
+        return pyramid(*noises, torch.tensor([start_scale])).numpy()
+
+
+def test_run_outputs(exported: tuple[Path, Path]) -> None:
+    checkpoint, out = exported
+    run = checkpoint.parent
+    info = json.loads((run / "training.json").read_text())
+    assert info["seed"] == 0
+    assert info["config"]["iters"] == 6
+    assert info["num_scales"] == 3
+    assert info["wall_clock_seconds"] > 0
+    assert {"cpu_model", "cpu_count", "torch_version", "torch_threads"} <= info["hardware"].keys()
+    assert "git_commit" in info and "date" in info
+    assert info["image_sha256"] == hashlib.sha256(IMAGE.read_bytes()).hexdigest()
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert {r["scale"] for r in records if "loss_d" in r} == {0, 1, 2}
+    for name in ("model.onnx", "export.json", "training.json", "train_log.jsonl"):
+        assert (out / name).is_file()
+
+
+def test_export_json_contract(exported: tuple[Path, Path], pyramid: Pyramid) -> None:
+    description = json.loads((exported[1] / "export.json").read_text())
+    k = pyramid.num_scales
+    height, width = pyramid.sizes[-1]
+    assert description["num_scales"] == k == 3
+    assert description["opset"] == 17
+    assert description["image_size"] == [height, width]
+    assert [i["name"] for i in description["inputs"]] == [f"noise_{i}" for i in range(k)] + ["start_scale"]
+    for entry, (h, w) in zip(description["inputs"], pyramid.sizes):
+        assert entry == {"name": entry["name"], "shape": [None, 4, h, w], "dtype": "float32", "distribution": "normal"}
+    assert description["inputs"][-1] == {"name": "start_scale", "shape": [1], "dtype": "int64"}
+    assert description["outputs"] == [{"name": "image", "shape": [None, 4, height, width], "dtype": "float32"}]
+
+
+def test_graph_is_valid_and_deterministic(exported: tuple[Path, Path]) -> None:
+    model = onnx.load(str(exported[1] / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert not {n.op_type for n in model.graph.node} & export.RANDOM_OPS
+
+
+@pytest.mark.parametrize("start_scale", [0, 2])
+def test_onnx_matches_torch(pyramid: Pyramid, session: ort.InferenceSession, start_scale: int) -> None:
+    noises = draw(pyramid, batch=3, seed=start_scale)
+    got = run_onnx(session, noises, start_scale)
+    np.testing.assert_allclose(got, run_torch(pyramid, noises, start_scale), rtol=0, atol=TOLERANCE)
+    assert got.min() >= -1.0 and got.max() <= 1.0
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_dynamic_batch(pyramid: Pyramid, session: ort.InferenceSession, batch: int) -> None:
+    noises = draw(pyramid, batch=batch, seed=10 + batch)
+    got = run_onnx(session, noises, 0)
+    assert got.shape == (batch, 4, *pyramid.sizes[-1])
+    np.testing.assert_allclose(got, run_torch(pyramid, noises, 0), rtol=0, atol=TOLERANCE)
+    # Samples in a batch are independent draws, not copies.
+    assert batch == 1 or not np.allclose(got[0], got[1])
+
+
+def test_start_scale_uses_reconstruction_noise(pyramid: Pyramid, session: ort.InferenceSession) -> None:
+    k = pyramid.num_scales
+    first, second = draw(pyramid, batch=2, seed=100), draw(pyramid, batch=2, seed=200)
+
+    # start_scale = K: every scale uses z_opt, so the noise inputs are ignored
+    # and the output is the reconstruction of the training image.
+    full_rec = run_onnx(session, first, k)
+    np.testing.assert_array_equal(full_rec, run_onnx(session, second, k))
+    with torch.no_grad():
+        z_opts = [pyramid.z_opt(i) for i in range(k)]
+        expected = cascade(pyramid.generators, pyramid.noise_amps, pyramid.sizes, z_opts).clamp(-1, 1)
+    np.testing.assert_allclose(full_rec, np.repeat(expected.numpy(), 2, axis=0), rtol=0, atol=TOLERANCE)
+
+    # start_scale = K-1: coarse noise is ignored, the finest scale's is used.
+    mixed = second[:-1] + first[-1:]
+    np.testing.assert_array_equal(run_onnx(session, first, k - 1), run_onnx(session, mixed, k - 1))
+    assert not np.array_equal(run_onnx(session, first, k - 1), run_onnx(session, second, k - 1))
+
+
+def test_training_is_seeded(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    first = torch.load(exported[0], weights_only=True)
+    second = torch.load(train_tiny(tmp_path), weights_only=True)
+    assert first["noise_amps"] == second["noise_amps"]
+    for a, b in zip(first["z_opts"] + _tensors(first), second["z_opts"] + _tensors(second)):
+        assert torch.equal(a, b)
+
+
+def _tensors(checkpoint: dict) -> list[torch.Tensor]:
+    return [t for sd in checkpoint["generators"] + checkpoint["discriminators"] for t in sd.values()]
