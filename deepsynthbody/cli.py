@@ -94,25 +94,26 @@ def _models_list(args: argparse.Namespace) -> None:
         print(f"{m.category}/{m.subcategory}\t{m.id}:{m.version}\t{m.output.kind}\t{','.join(m.formats)}\t{entry.directory}")
 
 
-def _models_validate(args: argparse.Namespace) -> None:
+def _report_problems(path: str) -> bool:
+    """Print what `models validate` finds; True when the folder is valid."""
     from model_store.validate import validate
 
-    problems = validate(Path(args.path))
+    problems = validate(Path(path))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    if problems:
+    return not problems
+
+
+def _models_validate(args: argparse.Namespace) -> None:
+    if not _report_problems(args.path):
         raise SystemExit(1)
     print(f"{args.path}: valid")
 
 
 def _models_add(args: argparse.Namespace) -> None:
     from deepsynthbody.settings import get_settings
-    from model_store.validate import validate
 
-    problems = validate(Path(args.path))
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if problems:
+    if not _report_problems(args.path):
         raise SystemExit(f"{args.path} was not added: fix the errors above (`deepsynthbody models validate` checks again)")
     entry = get_settings().model_store().install(Path(args.path))
     m = entry.manifest
