@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import numpy as np
 import orjson
 from redis import Redis
 
 from app import job_views
 from app.schemas import JobState
 from deepsynthbody.jobs import JobPaths
+from deepsynthbody.samples_file import SamplesFile
 from model_store.store import ModelStore
 from workers.encoders.records import line
 
 POLL_SECONDS = 0.1
+READ_ROWS = 64  # samples read from disk at a time
 
 
 def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> Iterator[bytes]:
@@ -25,7 +26,7 @@ def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> Ite
     output = store.get(spec["model_id"], spec["model_version"]).manifest.output
     names = output.channel_names(spec["params"]) if output.kind == "signal" else list(output.channels)
     sent, total = 0, spec["num_samples"]
-    samples: np.ndarray | None = None
+    samples: SamplesFile | None = None
     while sent < total:
         view = job_views.fetch(redis, job_id)
         state = view.state
@@ -34,10 +35,11 @@ def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> Ite
             return
         ready = total if state is JobState.finished else view.ready_prefix()
         if ready > sent and paths.samples.exists():
-            if samples is None:
-                samples = np.load(paths.samples, mmap_mode="r")
-            for index in range(sent, ready):
-                yield line(output, names, spec["seed"], index, samples[index])
+            samples = samples or SamplesFile(paths.samples)
+            for start in range(sent, ready, READ_ROWS):
+                rows = samples.read(start, min(READ_ROWS, ready - start))
+                for offset, row in enumerate(rows):
+                    yield line(output, names, spec["seed"], start + offset, row)
             sent = ready
         else:
             time.sleep(POLL_SECONDS)

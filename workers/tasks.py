@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from rq.job import Job
 
 from deepsynthbody import __version__
 from deepsynthbody.jobs import JobPaths, JobSpec
+from deepsynthbody.samples_file import SamplesFile
 from deepsynthbody.settings import Settings, get_settings
 from model_store.store import ModelEntry
 from workers import archive, lifecycle, pipeline, postprocess, runtime
@@ -51,14 +50,14 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     paths.members.mkdir(parents=True, exist_ok=True)
     paths.parts.mkdir(exist_ok=True)
-    samples = _open_samples(paths.samples, entry, spec)
+    shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
+    samples = SamplesFile.create(paths.samples, dtype, (spec["num_samples"], *shape))
     writer = ENCODERS[spec["format"]](_context(entry, spec, paths, index))
     batch_size = runtime.batch_size(model, settings)
     started_at = _now()
 
     def consume(batch: np.ndarray, start: int) -> None:
-        samples[start : start + len(batch)] = batch
-        samples.flush()
+        samples.write(start, batch)
         writer.write(batch, start)
         _report(job, progress={"done": start + len(batch) - first, "total": total})
 
@@ -88,21 +87,6 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
     shutil.rmtree(paths.members)
     shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
-
-
-def _open_samples(path: Path, entry: ModelEntry, spec: JobSpec) -> np.ndarray:
-    """The request's samples array, shared by its chunks: the first chunk to get here creates it."""
-    shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
-    if not path.exists():
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        np.lib.format.open_memmap(staging, mode="w+", dtype=dtype, shape=(spec["num_samples"], *shape)).flush()
-        try:
-            os.link(staging, path)  # atomic: exactly one chunk's file becomes the array
-        except FileExistsError:
-            pass
-        finally:
-            staging.unlink()
-    return np.load(path, mmap_mode="r+")
 
 
 def _join_parts(paths: JobPaths, ctx: EncodeContext) -> None:

@@ -35,7 +35,7 @@ def test_wfdb_records_equal_wfdb_wrsamp(tmp_path: Path) -> None:
     ecgs = _ecgs(3)
     ours, reference = tmp_path / "ours", tmp_path / "reference"
     ours.mkdir(), reference.mkdir()
-    writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 3, ours))
+    writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 3, ours, tmp_path))
     writer.write(ecgs[:1], 0)
     writer.write(ecgs[1:], 1)
     for index, sample in enumerate(ecgs):
