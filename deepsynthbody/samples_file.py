@@ -43,9 +43,8 @@ class SamplesFile:
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.pwrite(fd, data, self.offset + start * self.row_bytes)
-            os.fsync(fd)  # workers on other machines share this file: make the rows visible before progress says so
         finally:
-            os.close(fd)
+            os.close(fd)  # on a network file system, close is what publishes the rows to other machines
 
     def read(self, start: int, count: int) -> np.ndarray:
         rows = np.fromfile(self.path, dtype=self.dtype, count=count * self.row_items,
