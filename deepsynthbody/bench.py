@@ -81,13 +81,14 @@ def raw_onnx(model_path: Path, seconds: float, batches: tuple[int, ...]) -> dict
 class Service:
     """A private Redis, the API and `workers` worker processes, on this machine."""
 
-    def __init__(self, data_dir: Path, workers: int, queue: str = "generate") -> None:
+    def __init__(self, data_dir: Path, workers: int, queue: str = "generate", api_processes: int = 1) -> None:
         self.data_dir, self.workers, self.queue = data_dir, workers, queue
         self.redis = EmbeddedRedis(data_dir / "redis").start()
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DSB_REDIS_URL": self.redis.url, "DSB_DATA_DIR": str(data_dir), "DSB_QUEUE": queue}
-        self.api = processes.spawn([sys.executable, "-m", "deepsynthbody", "api", "--port", str(self.port)],
+        self.api = processes.spawn([sys.executable, "-m", "deepsynthbody", "api", "--port", str(self.port),
+                                    "--processes", str(api_processes)],
                                    env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pool: subprocess.Popen[bytes] | None = None
         if workers:
@@ -163,15 +164,21 @@ def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink:
 
 
 async def _enqueue_latencies(url: str, clients: int, per_client: int) -> list[float]:
+    """`clients` keep-alive connections, each posting back to back (aiohttp: a light client on shared cores)."""
+    import aiohttp
+
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=clients)) as http:
+    body = json.dumps({"num_samples": 1, "format": "npy"}).encode()
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=clients)) as http:
         async def one_client() -> None:
             for _ in range(per_client):
                 started = time.perf_counter()
-                response = await http.post(ECG, json={"num_samples": 1, "format": "npy"})
+                async with http.post(ECG, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 202:
+                        raise RuntimeError(await response.text())
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 202:
-                    raise RuntimeError(response.text)
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return latencies
@@ -222,14 +229,17 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
                 shutil.rmtree(data / "jobs", ignore_errors=True)
                 shutil.rmtree(data / "redis", ignore_errors=True)
 
-        print(f"enqueue latency, {clients} concurrent clients, {requests} requests (no worker consumes them):", flush=True)
-        service = Service(data, 0, queue="bench-enqueue")
-        try:
-            latencies = sorted(asyncio.run(_enqueue_latencies(service.url, clients, max(1, requests // clients))))
-            results.add("enqueue p50", 1000 * statistics.median(latencies), "ms")
-            results.add("enqueue p99", 1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
-        finally:
-            service.stop()
+        for api_processes in (1, 2):
+            print(f"enqueue latency, {clients} concurrent clients, {requests} requests, {api_processes} API "
+                  "process(es) (no worker consumes the jobs):", flush=True)
+            service = Service(data, 0, queue="bench-enqueue", api_processes=api_processes)
+            try:
+                latencies = sorted(asyncio.run(_enqueue_latencies(service.url, clients, max(1, requests // clients))))
+                results.add(f"enqueue p50, {api_processes} API process(es)", 1000 * statistics.median(latencies), "ms")
+                results.add(f"enqueue p99, {api_processes} API process(es)",
+                            1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
+            finally:
+                service.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(table(results))

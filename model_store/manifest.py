@@ -58,8 +58,8 @@ class Parameter(_Strict):
     type: Literal["integer", "number", "boolean"]
     description: str
     default: int | float | bool
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     enum: list[int | float] | None = None
 
 

@@ -150,7 +150,7 @@ def api_url(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Itera
     process.wait(timeout=30)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def client(api_url: str, worker: subprocess.Popen[bytes]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=60) as http:
         yield http
