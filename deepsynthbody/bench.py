@@ -81,12 +81,14 @@ def raw_onnx(model_path: Path, seconds: float, batches: tuple[int, ...]) -> dict
 class Service:
     """A private Redis, the API and `workers` worker processes, on this machine."""
 
-    def __init__(self, data_dir: Path, workers: int, queue: str = "generate", api_processes: int = 1) -> None:
+    def __init__(self, data_dir: Path, workers: int, queue: str = "generate", api_processes: int = 1,
+                 max_samples: int = 10_000) -> None:
         self.data_dir, self.workers, self.queue = data_dir, workers, queue
         self.redis = EmbeddedRedis(data_dir / "redis").start()
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DSB_REDIS_URL": self.redis.url, "DSB_DATA_DIR": str(data_dir), "DSB_QUEUE": queue}
+        self.env = {**os.environ, "DSB_REDIS_URL": self.redis.url, "DSB_DATA_DIR": str(data_dir), "DSB_QUEUE": queue,
+                    "DSB_MAX_SAMPLES": str(max_samples)}
         self.api = processes.spawn([sys.executable, "-m", "deepsynthbody", "api", "--port", str(self.port),
                                     "--processes", str(api_processes)],
                                    env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -111,7 +113,13 @@ class Service:
         raise RuntimeError("the service did not become ready")
 
     def worker_processes(self) -> list[psutil.Process]:
-        return psutil.Process(self.pool.pid).children(recursive=True) + [psutil.Process(self.pool.pid)] if self.pool else []
+        if self.pool is None:
+            return []
+        try:
+            pool = psutil.Process(self.pool.pid)
+            return [pool, *pool.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self) -> None:
         processes.stop(self.pool)
@@ -130,7 +138,10 @@ def _free_port() -> int:
 def end_to_end(client: httpx.Client, body: dict[str, Any], sink: Path) -> float:
     """Seconds from POST until the archive is fully downloaded."""
     started = time.perf_counter()
-    job_id = client.post(ECG, json=body).json()["job_id"]
+    response = client.post(ECG, json=body)
+    if response.status_code != 202:
+        raise RuntimeError(f"the service refused the benchmark request: {response.text}")
+    job_id = response.json()["job_id"]
     while (status := client.get(f"/jobs/{job_id}").json()["status"]) not in ("finished", "failed", "canceled"):
         time.sleep(0.02)
     if status != "finished":
@@ -157,9 +168,11 @@ def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink:
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    end_to_end(client, {"num_samples": count, "seed": 1, "format": fmt}, sink)
-    done.set()
-    watcher.join()
+    try:
+        end_to_end(client, {"num_samples": count, "seed": 1, "format": fmt}, sink)
+    finally:
+        done.set()
+        watcher.join()
     return peak / 2**20
 
 
@@ -205,7 +218,7 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
         print("original deepfake-ecg package (batch 1, writes .asc):", flush=True)
         results.add("original deepfakeecg.generate()", original_package(original_n))
         print("raw ONNX generator (noise prepared, CPU EP, all cores):", flush=True)
-        raw = raw_onnx(model_path, seconds=3.0, batches=(1, 8, 32, 64))
+        raw = raw_onnx(model_path, seconds=5.0, batches=(1, 8, 32, 64))
         for batch, rate in raw.items():
             results.add(f"raw ONNX, batch {batch}", rate)
         results.extra["raw_best"] = max(raw.values())
@@ -213,7 +226,7 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
         sink = base / "download.zip"
         for workers in worker_counts:
             print(f"service end to end, {n} ECGs, {workers} worker(s), POST until the archive is downloaded:", flush=True)
-            service = Service(data, workers)
+            service = Service(data, workers, max_samples=max(rss_n, n))
             try:
                 with httpx.Client(base_url=service.url, timeout=120) as client:
                     end_to_end(client, {"num_samples": 2 * workers, "format": "npy"}, sink)  # load sessions
