@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,12 @@ def load_manifest(directory: Path) -> Manifest:
 class ModelStore:
     """Models installed under several roots; the first root is where new versions go."""
 
+    RESCAN_SECONDS = 1.0  # a model added to a running service is seen within this; requests don't each walk the tree
+
     def __init__(self, roots: Sequence[Path]) -> None:
         self.roots = [Path(r) for r in roots]
         self._cache: tuple[tuple[tuple[str, int], ...], list[ModelEntry]] | None = None
+        self._scanned_at = -float("inf")
 
     @property
     def install_root(self) -> Path:
@@ -61,6 +65,9 @@ class ModelStore:
 
     def entries(self) -> list[ModelEntry]:
         """Installed models, re-read only when a manifest appears, disappears or changes."""
+        if self._cache is not None and time.monotonic() - self._scanned_at < self.RESCAN_SECONDS:
+            return self._cache[1]
+        self._scanned_at = time.monotonic()
         paths = self._manifest_paths()
         fingerprint = tuple((str(p), p.stat().st_mtime_ns) for p in paths)
         if self._cache is None or self._cache[0] != fingerprint:

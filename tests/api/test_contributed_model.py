@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from model_store.store import ModelStore
-from tests.conftest import submit, wait_finished
+from tests.conftest import submit, wait_finished, wait_for
 from tests.helpers.tiny_model import make_model
 
 PATH = "/generate/integumentary/skin-patch"
@@ -22,6 +22,7 @@ def test_added_versions_are_listed_selectable_and_served(client: httpx.Client, e
     candidate = make_model(tmp_path / "candidate")
     assert [store.install(candidate).manifest.version for _ in range(2)] == [1, 2]
 
+    wait_for(lambda: client.get("/models/integumentary/skin-patch").status_code == 200, 5, "the API to see the new model")
     (card,) = client.get("/models/integumentary/skin-patch").json()
     assert card["id"] == "tiny-image" and card["version"] == 2 and card["versions"] == [1, 2]
 
