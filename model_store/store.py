@@ -63,9 +63,9 @@ class ModelStore:
     def _manifest_paths(self) -> list[Path]:
         return [p for root in self.roots for p in sorted(root.glob(f"*/*/*/*/{MANIFEST_FILE}"))]
 
-    def entries(self) -> list[ModelEntry]:
+    def entries(self, fresh: bool = False) -> list[ModelEntry]:
         """Installed models, re-read only when a manifest appears, disappears or changes."""
-        if self._cache is not None and time.monotonic() - self._scanned_at < self.RESCAN_SECONDS:
+        if not fresh and self._cache is not None and time.monotonic() - self._scanned_at < self.RESCAN_SECONDS:
             return self._cache[1]
         self._scanned_at = time.monotonic()
         paths = self._manifest_paths()
@@ -121,11 +121,13 @@ class ModelStore:
     def install(self, source: Path, version: int | None = None) -> ModelEntry:
         """Copy a validated model folder in as a new version (the next free number unless given)."""
         manifest = load_manifest(source)
-        taken = [e.manifest.version for e in self.entries() if e.manifest.id == manifest.id]
+        taken = [e.manifest.version for e in self.entries(fresh=True) if e.manifest.id == manifest.id]
         version = version or max([manifest.version, *(v + 1 for v in taken)])
         if version in taken:
             raise Conflict(f"model {manifest.id} already has version {version}")
         target = self.install_root / manifest.category / manifest.subcategory / manifest.id / str(version)
+        if target.exists():
+            raise Conflict(f"{target} exists already")
         staging = target.with_name(f".{version}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging)
