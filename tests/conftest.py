@@ -131,15 +131,16 @@ def run_api(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
         [sys.executable, "-m", "deepsynthbody", "api", "--port", str(port)], cwd=ROOT, env=environment(settings)
     )
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(up, 30, "the API to answer")
+    wait_for(lambda: answers(f"{url}/healthz"), 30, "the API to answer")
     return process, url
+
+
+def answers(url: str) -> bool:
+    """The URL answers 200 (a server still starting refuses connections)."""
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +161,11 @@ def submit(client: httpx.Client, body: dict, path: str = ECG) -> dict:
     response = client.post(path, json=body)
     assert response.status_code == 202, response.text
     return response.json()
+
+
+def wait_generating(client: httpx.Client, job_id: str, timeout: float = 60) -> None:
+    """Until a worker has written the job's first batch."""
+    wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["done"] > 0, timeout, f"job {job_id} to start")
 
 
 def wait_finished(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:

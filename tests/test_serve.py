@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import psutil
 
-from tests.conftest import ECG, ROOT, free_port, wait_for, wait_finished
+from tests.conftest import ECG, ROOT, answers, free_port, wait_finished, wait_for
 
 
 def test_serve_starts_everything_and_cleans_up(tmp_path: Path) -> None:
@@ -27,13 +27,7 @@ def test_serve_starts_everything_and_cleans_up(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, 120, "serve to be ready")
+        wait_for(lambda: answers(f"{url}/readyz"), 120, "serve to be ready")
         with httpx.Client(base_url=url, timeout=30) as client:
             created = client.post(ECG, json={"num_samples": 3, "seed": 42, "format": "npy"}).json()
             assert wait_finished(client, created["job_id"])["status"] == "finished"

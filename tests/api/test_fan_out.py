@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from deepsynthbody.jobs import chunk_job_id
 from deepsynthbody.settings import Settings
-from tests.conftest import CHUNK_SIZE, start_worker, submit, wait_finished
+from tests.conftest import CHUNK_SIZE, start_worker, submit, wait_finished, wait_generating
 
 REQUEST = {"num_samples": 5 * CHUNK_SIZE - 13, "seed": 77, "format": "wfdb", "leads": 12}
 
@@ -59,10 +59,7 @@ def test_two_workers_make_the_archive_one_worker_makes(client: httpx.Client, set
 
 def test_cancel_cancels_every_chunk(client: httpx.Client, settings: Settings) -> None:
     job_id = submit(client, {"num_samples": 40 * CHUNK_SIZE, "seed": 1, "format": "npy"})["job_id"]
-    deadline = time.monotonic() + 60
-    while client.get(f"/jobs/{job_id}").json()["progress"]["done"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_generating(client, job_id)
     response = client.delete(f"/jobs/{job_id}")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
     redis = Redis.from_url(str(settings.redis_url))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -17,7 +16,7 @@ import wfdb
 from redis import Redis
 
 from deepsynthbody.settings import Settings
-from tests.conftest import ECG, submit, wait_finished
+from tests.conftest import ECG, submit, wait_finished, wait_generating
 
 LEADS_8 = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
 LEADS_12 = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -186,10 +185,7 @@ def test_result_of_an_unfinished_job_is_409_with_its_status(client: httpx.Client
 def test_cancel_queued_and_running_jobs(client: httpx.Client) -> None:
     running = submit(client, {"num_samples": 5000, "seed": 1, "format": "npy"})["job_id"]
     queued = submit(client, {"num_samples": 5, "seed": 1, "format": "npy"})["job_id"]
-    deadline = time.monotonic() + 60
-    while client.get(f"/jobs/{running}").json()["progress"]["done"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_generating(client, running)
 
     response = client.delete(f"/jobs/{queued}")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
