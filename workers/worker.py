@@ -14,7 +14,7 @@ from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from deepsynthbody.settings import get_settings
-from workers import lifecycle
+from workers import lifecycle, retention
 
 
 class GenerationWorker(SimpleWorker):
@@ -30,6 +30,12 @@ class GenerationWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's TTL is the whole job timeout; the job heartbeats, so use the forking worker's short one.
         return BaseWorker.get_heartbeat_ttl(self, job, working_time)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        settings = get_settings()
+        # RQ forgets a finished job after result_ttl; its files go too (an hour later, so no download is cut short)
+        retention.remove_expired(settings.jobs_dir, settings.result_ttl + 3600)
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         # There is no horse to kill: the job checks this flag between batches and stops itself.
