@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     bench = commands.add_parser("bench", help="measure the original package, raw ONNX and the service end to end")
-    bench.add_argument("--n", type=int, default=2000, help="ECGs per end-to-end job")
+    bench.add_argument("--n", type=int, default=4000, help="ECGs per end-to-end job (above DSB_CHUNK_SIZE, so 2 workers share it)")
     bench.add_argument("--rss-n", type=int, default=20_000, help="ECGs of the job whose worker memory is measured")
     bench.add_argument("--original-n", type=int, default=48, help="ECGs made by the original package")
     bench.add_argument("--formats", nargs="+", default=["npy", "wfdb", "csv", "asc", "json"])
