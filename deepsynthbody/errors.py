@@ -18,14 +18,6 @@ class Conflict(ServiceError):
     status_code = 409
 
 
-class InvalidRequest(ServiceError):
-    status_code = 422
-
-
-class Unavailable(ServiceError):
-    status_code = 503
-
-
 class ModelInvalid(ServiceError):
     """A model folder or artifact that does not satisfy the model-store contract."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -55,9 +54,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
-
-def export_to_environment(settings: Settings) -> None:
-    """Hand the resolved settings to child processes (workers started by `serve`)."""
-    os.environ["DSB_DATA_DIR"] = str(settings.data_dir.resolve())
-    if settings.redis_url:
-        os.environ["DSB_REDIS_URL"] = settings.redis_url

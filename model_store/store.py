@@ -139,8 +139,3 @@ class ModelStore:
 def _available(catalog: dict[str, dict[str, list[ModelEntry]]]) -> dict[str, list[str]]:
     return {system: sorted(subs) for system, subs in catalog.items()}
 
-
-def model_dir(root: Path, manifest: Manifest) -> Path:
-    return root / manifest.category / manifest.subcategory / manifest.id / str(manifest.version)
-
-
