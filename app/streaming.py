@@ -24,7 +24,7 @@ def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> Ite
     view = job_views.fetch(redis, job_id)
     spec = view.spec
     output = store.get(spec["model_id"], spec["model_version"]).manifest.output
-    names = output.channel_names(spec["params"]) if output.kind == "signal" else list(output.channels)
+    names = output.channel_names(spec["params"])
     sent, total = 0, spec["num_samples"]
     samples: SamplesFile | None = None
     while sent < total:

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 
 from deepsynthbody import processes
-from deepsynthbody.embedded_redis import EmbeddedRedis
+from deepsynthbody.embedded_redis import EmbeddedRedis, free_port
 from deepsynthbody.settings import Settings
 
 ECG = "/generate/cardiovascular/ecg"
@@ -87,7 +87,7 @@ class Service:
                  max_samples: int = 10_000) -> None:
         self.data_dir, self.workers, self.queue = data_dir, workers, queue
         self.redis = EmbeddedRedis(data_dir / "redis").start()
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DSB_REDIS_URL": self.redis.url, "DSB_DATA_DIR": str(data_dir), "DSB_QUEUE": queue,
                     "DSB_MAX_SAMPLES": str(max_samples)}
@@ -127,14 +127,6 @@ class Service:
         processes.stop(self.pool)
         processes.stop(self.api)
         self.redis.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def end_to_end(client: httpx.Client, body: dict[str, Any], sink: Path) -> float:

@@ -27,7 +27,7 @@ def server_binary() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -38,7 +38,7 @@ class EmbeddedRedis:
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

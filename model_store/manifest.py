@@ -123,6 +123,9 @@ class ImageOutput(_Strict):
             raise ValueError(f"image output names unknown channels {sorted(unknown)}")
         return self
 
+    def channel_names(self, params: dict[str, Any]) -> list[str]:
+        return list(self.channels)
+
 
 ModelOutput = Annotated[SignalOutput | ImageOutput, Field(discriminator="kind")]
 

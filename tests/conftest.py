@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from deepsynthbody.embedded_redis import EmbeddedRedis
+from deepsynthbody.embedded_redis import EmbeddedRedis, free_port
 from deepsynthbody.settings import Settings
 from model_store.build import build
 from model_store.manifest import MANIFEST_FILE
@@ -27,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ECG = "/generate/cardiovascular/ecg"
 BROKEN_SUBCATEGORY = "test-broken-artifact"
 CHUNK_SIZE = 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

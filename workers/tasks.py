@@ -103,7 +103,7 @@ def _join_parts(paths: JobPaths, ctx: EncodeContext) -> None:
 
 def _context(entry: ModelEntry, spec: JobSpec, paths: JobPaths, chunk: int) -> EncodeContext:
     output, params = entry.manifest.output, spec["params"]
-    names = output.channel_names(params) if output.kind == "signal" else list(output.channels)
+    names = output.channel_names(params)
     return EncodeContext(output, names, spec["seed"], spec["num_samples"], paths.members, paths.parts, chunk)
 
 
