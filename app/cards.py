@@ -23,6 +23,8 @@ def card(entry: ModelEntry, versions: list[int]) -> ModelCard:
         license=m.license,
         citations=[c.model_dump(exclude_none=True) for c in m.citations],
         sha256=m.sha256,
+        precisions={"fp32": "the reference arithmetic (the default)",
+                    **{name: v.description for name, v in m.variants.items()}},
         provenance=m.provenance,
         generate=f"/generate/{m.category}/{m.subcategory}",
         request_example=example(m),

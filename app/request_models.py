@@ -37,6 +37,10 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
         "model": (Literal[manifest.id] | None, Field(None, description="Model id, when a subcategory has several.")),
         "version": (int | None, Field(None, ge=1, description="Model version; omit for the latest.")),
     }
+    if manifest.variants:
+        fields["precision"] = (Literal[tuple(manifest.precisions)], Field(
+            "fp32", description="Arithmetic of the generator: fp32 (default) or a variant the model ships: "
+            + "; ".join(f"{name}: {v.description}" for name, v in manifest.variants.items())))
     fields |= {name: _parameter_field(p) for name, p in manifest.parameters.items()}
     title = "".join(part.capitalize() for part in manifest.id.split("-")) + "Request"
     config = ConfigDict(extra="forbid", strict=True, title=title, json_schema_extra={"examples": [example(manifest)]})

@@ -71,6 +71,7 @@ class ModelCard(BaseModel):
     license: str
     citations: list[dict[str, Any]]
     sha256: str
+    precisions: dict[str, str]  # request `precision` value -> how it differs from fp32
     provenance: dict[str, Any]
     generate: str
     request_example: dict[str, Any]

@@ -131,6 +131,12 @@ def _models_preview(args: argparse.Namespace) -> None:
     print(render(entry, settings, Path(args.out), args.count, args.seed, params))
 
 
+def _bench_gpu(args: argparse.Namespace) -> None:
+    from deepsynthbody.bench_gpu import run
+
+    run(args.seconds, tuple(args.batches), args.e2e_n, Path(args.json) if args.json else None, tuple(args.only))
+
+
 def _bench(args: argparse.Namespace) -> None:
     from deepsynthbody.bench import run
 
@@ -175,6 +181,14 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=2000, help="requests for the enqueue latency")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_bench)
+
+    gpu = commands.add_parser("bench-gpu", help="check and measure the GPU path on one CUDA GPU (needs the gpu extra)")
+    gpu.add_argument("--seconds", type=float, default=3.0, help="seconds per timed measurement")
+    gpu.add_argument("--batches", nargs="+", type=int, default=[256, 512, 1024], help="batch sizes to time")
+    gpu.add_argument("--e2e-n", type=int, default=20_000, help="ECGs of the end-to-end npy job (others: a tenth)")
+    gpu.add_argument("--json", help="also write the results to this JSON file")
+    gpu.add_argument("--only", nargs="*", default=[], help="run only these sections, by name")
+    gpu.set_defaults(func=_bench_gpu)
 
     models = commands.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
     build = models.add_parser("build", help="export the models whose recipes live here (torch needed)")

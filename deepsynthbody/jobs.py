@@ -25,6 +25,7 @@ class JobSpec(TypedDict):
     seed: int
     format: str
     params: dict[str, Any]
+    precision: str  # "fp32" (the manifest's artifact) or one of its variants
     request: dict[str, Any]
     chunks: list[tuple[int, int]]  # (first sample, count) of each chunk
 

@@ -18,7 +18,10 @@ FORMATS_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 
 # Request fields every generation request has; a model's own parameters may not reuse them.
-RESERVED_FIELDS = frozenset({"num_samples", "seed", "format", "version", "model"})
+RESERVED_FIELDS = frozenset({"num_samples", "seed", "format", "version", "model", "precision"})
+
+# The arithmetic of `artifact` is fp32; a model may also ship variants in these precisions.
+VARIANT_PRECISIONS = ("fp16", "bf16")
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -136,6 +139,14 @@ class Citation(_Strict):
     url: str | None = None
 
 
+class Variant(_Strict):
+    """The same generator at another precision: the same inputs and output, in another file."""
+
+    artifact: str
+    sha256: Sha256
+    description: str = Field(description="How it differs from the fp32 artifact (measured), and what it is for.")
+
+
 class Manifest(_Strict):
     schema_version: Literal[1] = 1
     id: Slug
@@ -153,6 +164,9 @@ class Manifest(_Strict):
     license: str = Field(min_length=1)
     citations: list[Citation] = Field(min_length=1)
     provenance: dict[str, Any] = {}
+    variants: dict[Literal[VARIANT_PRECISIONS], Variant] = Field(  # type: ignore[valid-type]
+        {}, description="Requests choose one with `precision`; the default, fp32, is `artifact`."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -176,9 +190,23 @@ class Manifest(_Strict):
             missing = [v for v in param.enum if str(v) not in self.output.channel_sets]
             if missing:
                 raise ValueError(f"no channel set for {self.output.channel_set_parameter} values {missing}")
-        if self.artifact != self.artifact.strip() or "/" in self.artifact or self.artifact.startswith("."):
-            raise ValueError("artifact must be a plain file name inside the model folder")
+        for artifact in self.artifacts().values():
+            if artifact != artifact.strip() or "/" in artifact or artifact.startswith("."):
+                raise ValueError(f"artifact {artifact!r} must be a plain file name inside the model folder")
+        if len(set(self.artifacts().values())) != len(self.artifacts()):
+            raise ValueError("each variant needs its own artifact file")
         return self
+
+    def artifacts(self) -> dict[str, str]:
+        """Artifact file by precision, fp32 first."""
+        return {"fp32": self.artifact, **{name: v.artifact for name, v in self.variants.items()}}
+
+    def artifact_sha256(self, precision: str) -> str:
+        return self.sha256 if precision == "fp32" else self.variants[precision].sha256  # type: ignore[index]
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.artifacts())
 
     @property
     def noise_inputs(self) -> list[NoiseInput]:

@@ -27,6 +27,9 @@ class ModelEntry:
     def artifact_path(self) -> Path:
         return self.directory / self.manifest.artifact
 
+    def artifact_for(self, precision: str) -> Path:
+        return self.directory / self.manifest.artifacts()[precision]
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()

@@ -99,14 +99,20 @@ def validate(folder: Path) -> list[str]:
     manifest, problems = _manifest(folder)
     if manifest is None:
         return problems
-    artifact = folder / manifest.artifact
-    if not artifact.is_file():
-        return [*problems, f"artifact {manifest.artifact} named by the manifest is missing"]
-    actual = sha256_file(artifact)
-    if actual != manifest.sha256:
-        problems.append(f"sha256 of {manifest.artifact} is {actual}; the manifest says {manifest.sha256}")
-    try:
-        onnx.checker.check_model(str(artifact), full_check=True)
-    except Exception as exc:  # noqa: BLE001 - the checker raises several types
-        return [*problems, f"ONNX checker rejects {manifest.artifact}: {str(exc).splitlines()[0]}"]
-    return [*problems, *_smoke(manifest, artifact)]
+    for precision, name in manifest.artifacts().items():
+        artifact = folder / name
+        if not artifact.is_file():
+            variant = "" if precision == "fp32" else f" ({precision} variant)"
+            problems.append(f"artifact {name}{variant} named by the manifest is missing")
+            continue
+        expected = manifest.artifact_sha256(precision)
+        actual = sha256_file(artifact)
+        if actual != expected:
+            problems.append(f"sha256 of {name} is {actual}; the manifest says {expected}")
+        try:
+            onnx.checker.check_model(str(artifact), full_check=True)
+        except Exception as exc:  # noqa: BLE001 - the checker raises several types
+            problems.append(f"ONNX checker rejects {name}: {str(exc).splitlines()[0]}")
+            continue
+        problems.extend(_smoke(manifest, artifact))
+    return problems

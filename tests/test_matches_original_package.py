@@ -33,7 +33,7 @@ def test_service_ecgs_match_the_original_package(settings: Settings, ecg_model_d
     original = np.stack([np.loadtxt(tmp_path / f"{i}.asc") for i in range(COUNT)])
 
     spec = JobSpec(job_id="vs-original", model_id="pulse2pulse-ecg", model_version=1, num_samples=COUNT,
-                   seed=0, format="npy", params={"leads": 8}, request={}, chunks=[(0, COUNT)])
+                   seed=0, format="npy", params={"leads": 8}, precision="fp32", request={}, chunks=[(0, COUNT)])
     tasks.run(spec, settings)
     ours = np.load(settings.jobs_dir / "vs-original" / "samples.npy").astype(float)
 

@@ -6,7 +6,7 @@ and the previous batch is encoded while the current one is inferred.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -24,8 +24,15 @@ def batches(total: int, size: int, first: int = 0) -> list[tuple[int, int]]:
 
 
 def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[tuple[int, int]],
-            consume: Consumer, before_batch: Callable[[int], None]) -> None:
-    """Run every batch of `plan` through the model and hand the samples to `consume(samples, start)` in order."""
+            consume: Consumer, before_batch: Callable[[int], None], batch_size: int) -> None:
+    """Run every batch of `plan` through the model and hand the samples to `consume(samples, start)` in order.
+
+    On the GPU path every batch runs at `batch_size` (short ones padded), so a sample's arithmetic does not
+    depend on the size of the request it is part of."""
+    gpu = model.gpu_pipeline(params, batch_size)
+    if gpu is not None:
+        _produce_on_gpu(gpu, seed, plan, consume, before_batch)
+        return
     inputs = model.entry.manifest.noise_inputs
     with ThreadPoolExecutor(1, "noise") as drawing, ThreadPoolExecutor(1, "encode") as encoding:
         upcoming = drawing.submit(noise.draw, inputs, seed, *plan[0]) if plan else None
@@ -39,6 +46,25 @@ def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[t
             samples = model.postprocess(model.run(drawn, params), params)
             if writing is not None:
                 writing.result()  # re-raises an encoder's error here
+            writing = encoding.submit(consume, samples, start)
+        if writing is not None:
+            writing.result()
+
+
+def _produce_on_gpu(gpu: Any, seed: int, plan: list[tuple[int, int]], consume: Consumer,
+                    before_batch: Callable[[int], None]) -> None:
+    """The GPU generates batch k+1 while batch k is copied to pinned memory and batch k-1 is encoded."""
+
+    def checked() -> Iterator[tuple[int, int]]:
+        for start, count in plan:
+            before_batch(start)
+            yield start, count
+
+    with ThreadPoolExecutor(1, "encode") as encoding:
+        writing: Future[None] | None = None
+        for samples, start in gpu.run(seed, checked()):
+            if writing is not None:
+                writing.result()
             writing = encoding.submit(consume, samples, start)
         if writing is not None:
             writing.result()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,23 @@ class ModelRuntime:
     entry: ModelEntry
     session: ort.InferenceSession
     provider: str
+    arithmetic: str  # fp32, tf32 (fp32 on a GPU's TF32 matrix units) or a variant's precision
+    stream: Any = None  # the CUDA stream onnxruntime runs on (a cupy Stream), when the GPU path is available
+    _gpu: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def gpu_pipeline(self, params: dict[str, Any], batch: int) -> Any:
+        """The GPU path's pipeline for these parameters (`workers.cuda_runtime`), or None where it does not apply."""
+        if self.stream is None:
+            return None
+        from workers import cuda_runtime
+
+        if not cuda_runtime.supports(self.entry.manifest):
+            return None
+        key = (batch, *sorted(params.items()))
+        if key not in self._gpu:
+            self._gpu.clear()  # one set of device buffers per process
+            self._gpu[key] = cuda_runtime.CudaSignalPipeline(self.session, self.stream, self.entry.manifest, params, batch)
+        return self._gpu[key]
 
     def run(self, noise: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
         feeds: dict[str, np.ndarray] = dict(noise)
@@ -44,29 +61,48 @@ class ModelRuntime:
         return self.postprocess(self.run(noise.draw(self.entry.manifest.noise_inputs, seed, start, count), params), params)
 
 
-def providers(settings: Settings) -> list[str]:
-    available = ort.get_available_providers()
-    if settings.use_cuda and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+def cuda_available(settings: Settings) -> bool:
+    return settings.use_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def load(entry: ModelEntry, settings: Settings) -> ModelRuntime:
-    """The process-wide runtime of a model version; the artifact's sha256 is checked once, on load."""
-    key = f"{entry.manifest.key}@{entry.manifest.sha256}"
+def _cuda_providers(settings: Settings) -> tuple[list[Any], Any]:
+    """The CUDA provider, on a stream of our own when CuPy is there (the GPU path needs both)."""
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels, where they are installed that way
+    try:
+        from workers import cuda_runtime
+    except ImportError:
+        log.warning("CuPy is not installed: the CUDA provider runs without the GPU path (pip install -e '.[gpu]')")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], None
+    stream = cuda_runtime.new_stream()
+    options = cuda_runtime.provider_options(stream, tf32=settings.cuda_tf32)
+    return [("CUDAExecutionProvider", options), "CPUExecutionProvider"], stream
+
+
+def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> ModelRuntime:
+    """The process-wide runtime of a model version at a precision; the artifact's sha256 is checked once, on load."""
+    if precision not in entry.manifest.precisions:
+        raise ModelInvalid(f"{entry.manifest.key} has no {precision} variant (it has {entry.manifest.precisions})")
+    path, expected = entry.artifact_for(precision), entry.manifest.artifact_sha256(precision)
+    key = f"{entry.manifest.key}@{expected}"
     if key not in _sessions:
-        actual = sha256_file(entry.artifact_path) if entry.artifact_path.exists() else "missing"
-        if actual != entry.manifest.sha256:
-            raise ModelInvalid(
-                f"artifact {entry.artifact_path} does not match its manifest (sha256 {actual}, expected {entry.manifest.sha256})"
-            )
+        actual = sha256_file(path) if path.exists() else "missing"
+        if actual != expected:
+            raise ModelInvalid(f"artifact {path} does not match its manifest (sha256 {actual}, expected {expected})")
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.ort_threads
         # Idle intra-op threads sleep instead of spinning: the encoder and noise threads need those cores
         # (measured on 2 cores: npy 115 -> 142 ECG/s, wfdb 90 -> 98 ECG/s).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(entry.artifact_path), options, providers=providers(settings))
-        _sessions[key] = ModelRuntime(entry, session, session.get_providers()[0])
+        providers: list[Any] = ["CPUExecutionProvider"]
+        stream = None
+        if cuda_available(settings):
+            providers, stream = _cuda_providers(settings)
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        provider = session.get_providers()[0]
+        on_gpu = provider == "CUDAExecutionProvider"
+        arithmetic = "tf32" if precision == "fp32" and on_gpu and settings.cuda_tf32 else precision
+        _sessions[key] = ModelRuntime(entry, session, provider, arithmetic, stream if on_gpu else None)
         log.info("loaded %s on %s", entry.manifest.key, _sessions[key].provider)
     return _sessions[key]
 

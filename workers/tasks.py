@@ -46,7 +46,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     """Generate samples start .. start+count-1 of the request in batches, saving progress after each."""
     first, total = spec["chunks"][index]
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
-    model = runtime.load(entry, settings)
+    model = runtime.load(entry, settings, spec.get("precision", "fp32"))
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     paths.members.mkdir(parents=True, exist_ok=True)
     paths.parts.mkdir(exist_ok=True)
@@ -69,9 +69,12 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
                 shutil.rmtree(paths.root, ignore_errors=True)
             raise
 
-    _report(job, provider=model.provider, batch_size=batch_size, progress={"done": 0, "total": total})
-    pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume, before_batch)
-    return {"chunk": index, "provider": model.provider, "batch_size": batch_size, "started_at": started_at}
+    _report(job, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
+            progress={"done": 0, "total": total})
+    pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume, before_batch,
+                     batch_size)
+    return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
+            "started_at": started_at}
 
 
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,9 +141,11 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, ctx: EncodeCont
         "request": spec["request"],
         "seed": spec["seed"],
         "num_samples": spec["num_samples"],
-        "model": {"id": card.id, "version": card.version, "name": card.name, "sha256": card.sha256,
+        "model": {"id": card.id, "version": card.version, "name": card.name,
+                  "precision": spec.get("precision", "fp32"), "sha256": card.artifact_sha256(spec.get("precision", "fp32")),
                   "category": card.category, "subcategory": card.subcategory},
         "execution_provider": _one_or_all([c["provider"] for c in chunks]),
+        "arithmetic": _one_or_all([c.get("arithmetic", "fp32") for c in chunks]),
         "batch_size": _one_or_all([c["batch_size"] for c in chunks]),
         "chunks": len(spec["chunks"]),
         "software": {"deepsynthbody": __version__, "onnxruntime": runtime.ort.__version__, "numpy": np.__version__},

@@ -115,6 +115,7 @@ def make_router(store: ModelStore, max_samples: int) -> APIRouter:
             seed=seed,
             format=validated.format,
             params=params,
+            precision=getattr(validated, "precision", "fp32"),
             request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )

@@ -42,7 +42,27 @@ BROKEN: dict[str, tuple[Callable[[Path], object], str]] = {
                                                       "distribution": "normal"}]), "the graph has ['noise']"),
     "output shape": (lambda f: make_model(f, graph=tiny_graph(out_height=5)), "implies [1, 4, 8, 8]"),
     "output name": (lambda f: make_model(f, output=tiny_manifest("")["output"] | {"tensor": "rgb"}), "no output 'rgb'"),
+    "variant missing": (lambda f: make_model(f, variants={"fp16": _variant("0" * 64)}),
+                        "artifact model.fp16.onnx (fp16 variant) named by the manifest is missing"),
+    "variant sha256 mismatch": (lambda f: _with_variant_file(f, "1" * 64), "sha256 of model.fp16.onnx is"),
+    "variant of unknown precision": (lambda f: make_model(f, variants={"fp64": _variant("0" * 64)}), "variants.fp64"),
 }
+
+
+def _variant(sha: str) -> dict[str, str]:
+    return {"artifact": "model.fp16.onnx", "sha256": sha, "description": "half precision"}
+
+
+def _with_variant_file(folder: Path, sha: str) -> None:
+    (folder / "model.fp16.onnx").write_bytes((folder / "model.onnx").read_bytes())
+    make_model(folder, variants={"fp16": _variant(sha)})
+
+
+def test_a_folder_with_a_valid_variant_has_no_problems(tmp_path: Path) -> None:
+    folder = make_model(tmp_path / "ok")
+    (folder / "model.fp16.onnx").write_bytes((folder / "model.onnx").read_bytes())
+    make_model(folder, variants={"fp16": _variant(sha256_file(folder / "model.fp16.onnx"))})
+    assert validate(folder) == []
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

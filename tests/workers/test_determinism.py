@@ -38,7 +38,7 @@ def test_uniform_noise_is_in_range_and_normal_noise_is_standard() -> None:
 
 def _spec(job_id: str, fmt: str) -> JobSpec:
     return JobSpec(job_id=job_id, model_id="pulse2pulse-ecg", model_version=1, num_samples=9, seed=2024,
-                   format=fmt, params={"leads": 12}, request={}, chunks=[(0, 9)])
+                   format=fmt, params={"leads": 12}, precision="fp32", request={}, chunks=[(0, 9)])
 
 
 @pytest.mark.parametrize("fmt", ["npy", "wfdb"])
