@@ -134,7 +134,7 @@ def test_job_resource_reports_progress_and_timestamps(client: httpx.Client) -> N
     job = wait_finished(client, job_id)
     assert job["progress"] == {"done": 15, "total": 15}
     assert job["created_at"] and job["started_at"] and job["ended_at"]
-    assert job["request"] == {"num_samples": 15, "seed": 3, "format": "npy", "leads": 8,
+    assert job["request"] == {"num_samples": 15, "seed": 3, "format": "npy", "leads": 8, "precision": "fp32",
                               "model": "pulse2pulse-ecg", "version": 1}
     assert job["error"] is None and job["execution_provider"] == "CPUExecutionProvider"
 
