@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from app import errors
+from app.enqueue import Enqueuer
 from app.routes import health, jobs, models
 from app.routes.generate import make_router
 from deepsynthbody import __version__
@@ -27,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+    app.state.enqueuer = Enqueuer(Queue(settings.queue, connection=app.state.redis, serializer=JSONSerializer), settings)
     errors.install(app)
     app.include_router(make_router(store, settings.max_samples))
     app.include_router(jobs.router)

@@ -47,8 +47,17 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
     return create_model(title, __config__=config, **fields)
 
 
+_models: dict[tuple[str, int, int], tuple[Manifest, type[BaseModel]]] = {}
+
+
 def request_model(manifest: Manifest, max_samples: int) -> type[BaseModel]:
-    return _request_model(manifest.model_dump_json(), max_samples)
+    """Cached per manifest object: the store keeps one object per manifest file until the file changes, so the
+    common case costs a dict lookup instead of serializing the manifest for the lru_cache key."""
+    key = (manifest.id, manifest.version, max_samples)
+    cached = _models.get(key)
+    if cached is None or cached[0] is not manifest:
+        cached = _models[key] = (manifest, _request_model(manifest.model_dump_json(), max_samples))
+    return cached[1]
 
 
 def parse(manifest: Manifest, max_samples: int, body: bytes) -> BaseModel:

@@ -8,16 +8,14 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from rq import Queue, Retry
 
 from app import request_models
-from app.deps import QueueDep, SettingsDep, StoreDep
+from app.deps import EnqueuerDep, SettingsDep, StoreDep
 from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
-from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobSpec, chunk_job_ids, plan_chunks
+from deepsynthbody.jobs import JobSpec, plan_chunks
 from deepsynthbody.settings import Settings
 from model_store.store import ModelEntry, ModelStore
 
@@ -61,27 +59,6 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
         raise RequestValidationError(errors) from None
 
 
-def _enqueue(queue: Queue, settings: Settings, spec: JobSpec) -> None:
-    """One job, or one job per chunk (in one transaction) and the archive job that depends on them all."""
-    options = {"job_timeout": settings.job_timeout, "result_ttl": settings.result_ttl,
-               "failure_ttl": settings.result_ttl, "retry": Retry(max=2)}
-    label = f"{spec['model_id']}:{spec['model_version']} x{spec['num_samples']} {spec['format']}"
-    chunk_ids = chunk_job_ids(spec)
-    if not chunk_ids:
-        queue.enqueue(GENERATE_TASK, spec, job_id=spec["job_id"], description=label, **options)
-        return
-    chunk_jobs = [
-        Queue.prepare_data(CHUNK_TASK, (spec, i), job_id=chunk_id, description=f"{label} chunk {i}",
-                           timeout=options["job_timeout"], result_ttl=settings.result_ttl,
-                           failure_ttl=settings.result_ttl, retry=options["retry"])
-        for i, chunk_id in enumerate(chunk_ids)
-    ]
-    with queue.connection.pipeline() as pipe:
-        jobs = queue.enqueue_many(chunk_jobs, pipeline=pipe)
-        pipe.execute()
-    queue.enqueue(ARCHIVE_TASK, spec, job_id=spec["job_id"], depends_on=jobs, description=f"{label} archive", **options)
-
-
 def make_router(store: ModelStore, max_samples: int) -> APIRouter:
     router = APIRouter(tags=["generate"])
 
@@ -98,7 +75,7 @@ def make_router(store: ModelStore, max_samples: int) -> APIRouter:
                    503: {"description": "Job queue unreachable; retry after Retry-After seconds"}},
     )
     async def generate(category: str, subcategory: str, request: Request, response: Response,
-                       store: StoreDep, settings: SettingsDep, queue: QueueDep) -> JobCreated:
+                       store: StoreDep, settings: SettingsDep, enqueuer: EnqueuerDep) -> JobCreated:
         body = await request.body()
         model, version = _raw_selectors(body)
         entry = store.resolve(category, subcategory, model, version)
@@ -119,7 +96,7 @@ def make_router(store: ModelStore, max_samples: int) -> APIRouter:
             request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )
-        await run_in_threadpool(_enqueue, queue, settings, spec)
+        await enqueuer.enqueue(spec)
         response.headers["Location"] = f"/jobs/{job_id}"
         return JobCreated(job_id=job_id, status=JobState.queued, seed=seed,
                           model=ModelRef(id=manifest.id, version=manifest.version), links=links(job_id))

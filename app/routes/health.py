@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 
 from app.deps import RedisDep, StoreDep

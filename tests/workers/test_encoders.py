@@ -32,10 +32,12 @@ def test_text_rows_equal_numpy_savetxt() -> None:
 
 
 def test_wfdb_records_equal_wfdb_wrsamp(tmp_path: Path) -> None:
-    ecgs = _ecgs(3)
+    ecgs = _ecgs(6)
+    ecgs[4] = -ecgs[4]  # other signs of initial values and checksums
+    ecgs[5, 0] = 0
     ours, reference = tmp_path / "ours", tmp_path / "reference"
     ours.mkdir(), reference.mkdir()
-    writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 3, ours, tmp_path))
+    writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 6, ours, tmp_path))
     writer.write(ecgs[:1], 0)
     writer.write(ecgs[1:], 1)
     for index, sample in enumerate(ecgs):
@@ -43,6 +45,6 @@ def test_wfdb_records_equal_wfdb_wrsamp(tmp_path: Path) -> None:
                     d_signal=sample.astype(np.int64), fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
                     write_dir=str(reference))
     names = sorted(p.name for p in reference.iterdir())
-    assert sorted(p.name for p in ours.iterdir()) == names and len(names) == 6
+    assert sorted(p.name for p in ours.iterdir()) == names and len(names) == 12
     match, mismatch, errors = filecmp.cmpfiles(ours, reference, names, shallow=False)
     assert mismatch == [] and errors == []
