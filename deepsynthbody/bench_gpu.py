@@ -218,14 +218,15 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
         data = base / "data"
         shutil.copytree(settings.installed_models_dir, data / "models")
         sink = base / "download.zip"
-        for workers, formats in ((1, ("npy", "json", "wfdb", "csv")), (4, ("npy", "wfdb", "csv"))):
-            os.environ["DSB_CHUNK_SIZE"] = str(max(2000, e2e_n // (2 * workers)))
+        small = max(1000, e2e_n // 5)
+        for workers, formats in ((1, ("npy", "wfdb", "json", "csv")), (4, ("npy", "wfdb", "csv"))):
+            os.environ["DSB_CHUNK_SIZE"] = str(small // workers if workers > 1 else 2000)
             service = Service(data, workers, max_samples=e2e_n)
             try:
                 with httpx.Client(base_url=service.url, timeout=600) as client:
                     e2e(client, {"num_samples": 2 * workers, "format": "npy"}, sink)
                     for fmt in formats:
-                        n = e2e_n if fmt == "npy" else max(2000, e2e_n // 10)
+                        n = e2e_n if fmt == "npy" else small
                         secs = e2e(client, {"num_samples": n, "seed": 1, "format": fmt}, sink)
                         name = f"service {fmt}, {n} ECGs, {workers} GPU worker(s), POST to archive downloaded"
                         report.data["end_to_end"][name] = {"ECG/s": n / secs, "archive_MB": sink.stat().st_size / 1e6}
@@ -236,11 +237,30 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
                 shutil.rmtree(data / "redis", ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
 
+    def worker_in_process() -> None:
+        """The worker's own two steps, without HTTP or Redis: where an end-to-end second goes."""
+        import uuid
+
+        from workers import tasks
+
+        for fmt, n in (("npy", 2000), ("npy", e2e_n), ("wfdb", max(1000, e2e_n // 5)), ("csv", max(1000, e2e_n // 5))):
+            spec = {"job_id": uuid.uuid4().hex, "model_id": MODEL[0], "model_version": MODEL[1], "num_samples": n,
+                    "seed": 1, "format": fmt, "params": params8, "precision": "fp32", "request": {}, "chunks": [[0, n]]}
+            started = time.perf_counter()
+            chunk = tasks.run_chunk(spec, 0, settings)  # type: ignore[arg-type]
+            generated = time.perf_counter()
+            tasks.assemble(spec, settings, None, [chunk])  # type: ignore[arg-type]
+            name = f"worker in process, {fmt}, {n} ECGs ({chunk['arithmetic']})"
+            report.data["end_to_end"][name] = {"generate + encode ECG/s": n / (generated - started),
+                                               "archive s": time.perf_counter() - generated}
+            print(f"  {name}: {report.data['end_to_end'][name]}", flush=True)
+
     report.section("correctness", correctness, only)
     report.section("GPU vs CPU", differences, only)
     report.section("inference only", inference_only, only)
     report.section("generate stage", stage, only)
     report.section("generate stage, worker loop", stage_streamed, only)
+    report.section("worker in process", worker_in_process, only)
     report.section("end to end", end_to_end, only)
     print("\n| measurement | ECG/s |\n|---|---|")
     for name, value in report.data["rates"].items():

@@ -67,7 +67,7 @@ class CudaSignalPipeline:
     """Batches of one model and one channel list, generated at a fixed batch size on one GPU."""
 
     def __init__(self, session: ort.InferenceSession, stream: cp.cuda.Stream, manifest: Any,
-                 params: dict[str, Any], batch: int, synchronize: bool = True) -> None:
+                 params: dict[str, Any], batch: int, synchronize: bool = False) -> None:
         self.session, self.stream, self.manifest, self.batch = session, stream, manifest, batch
         output: SignalOutput = manifest.output
         names = output.channel_names(params)
