@@ -170,8 +170,9 @@ def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink:
     return peak / 2**20
 
 
-async def _enqueue_latencies(url: str, clients: int, per_client: int) -> list[float]:
-    """`clients` keep-alive connections, each posting back to back (aiohttp: a light client on shared cores)."""
+async def _enqueue_latencies(url: str, clients: int, per_client: int, path: str | None = None) -> list[float]:
+    """`clients` keep-alive connections, each posting back to back (aiohttp: a light client on shared cores).
+    With `path`, GETs of that path instead: the same load on a handler that does nothing (the framework's floor)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -181,9 +182,10 @@ async def _enqueue_latencies(url: str, clients: int, per_client: int) -> list[fl
         async def one_client() -> None:
             for _ in range(per_client):
                 started = time.perf_counter()
-                async with http.post(ECG, data=body, headers=headers) as response:
+                request = http.get(path) if path else http.post(ECG, data=body, headers=headers)
+                async with request as response:
                     await response.read()
-                    if response.status != 202:
+                    if response.status != (200 if path else 202):
                         raise RuntimeError(await response.text())
                 latencies.append(time.perf_counter() - started)
 
@@ -248,6 +250,12 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
                 results.add(f"enqueue p50, {api_processes} API process(es)", 1000 * statistics.median(latencies), "ms")
                 results.add(f"enqueue p99, {api_processes} API process(es)",
                             1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
+                floor = sorted(asyncio.run(_enqueue_latencies(service.url, clients, max(1, requests // clients),
+                                                              path="/healthz")))
+                results.add(f"floor: GET /healthz p50, same load, {api_processes} API process(es)",
+                            1000 * statistics.median(floor), "ms")
+                results.add(f"floor: GET /healthz p99, same load, {api_processes} API process(es)",
+                            1000 * floor[int(0.99 * (len(floor) - 1))], "ms")
             finally:
                 service.stop()
     finally:
