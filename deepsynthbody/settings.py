@@ -25,7 +25,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Extra model-store roots to read (JSON list), after the data dir's."
     )
     max_samples: PositiveInt = Field(10_000, description="Largest `num_samples` one request may ask for.")
-    batch_size: PositiveInt | None = Field(None, description="Samples per inference call; unset: 32 on CPU, 512 on CUDA.")
+    batch_size: PositiveInt | None = Field(None, description="Samples per inference call; unset: 32 on CPU, 1024 on CUDA.")
     use_cuda: bool = Field(True, description="Use the CUDA execution provider when onnxruntime-gpu finds a GPU.")
     cuda_tf32: bool = Field(
         False,

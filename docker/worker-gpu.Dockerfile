@@ -1,6 +1,6 @@
-# A GPU generation worker: CUDA runtime + cuDNN, onnxruntime-gpu. Scale out by running more of these
+# A GPU generation worker: CUDA 13 runtime + cuDNN 9, onnxruntime-gpu (built for CUDA 13) and CuPy. Scale out by running more of these
 # on any host that reaches the same Redis and mounts the same results volume.
-FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 DSB_DATA_DIR=/data DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
@@ -11,7 +11,7 @@ COPY app app
 COPY workers workers
 COPY model_store model_store
 COPY deepsynthbody deepsynthbody
-RUN pip install '.[gpu]' && pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps 'onnxruntime-gpu>=1.20'
+RUN pip install '.[gpu]' && pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.31"
 VOLUME /data
 HEALTHCHECK --interval=15s --timeout=5s --retries=3 CMD python -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"
 CMD ["deepsynthbody", "worker"]
