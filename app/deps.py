@@ -10,10 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
-from app.enqueue import Enqueuer
 from deepsynthbody.settings import Settings
 from model_store.store import ModelStore
 
@@ -30,17 +27,6 @@ async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-async def get_queue(request: Request) -> Queue:
-    settings: Settings = request.app.state.settings
-    return Queue(settings.queue, connection=request.app.state.redis, serializer=JSONSerializer)
-
-
-async def get_enqueuer(request: Request) -> Enqueuer:
-    return request.app.state.enqueuer
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
-QueueDep = Annotated[Queue, Depends(get_queue)]
-EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]

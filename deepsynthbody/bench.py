@@ -172,6 +172,7 @@ def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink:
 
 async def _enqueue_latencies(url: str, clients: int, per_client: int, path: str | None = None) -> list[float]:
     """`clients` keep-alive connections, each posting back to back (aiohttp: a light client on shared cores).
+    Each client's first request opens its connection and is not timed; the timing starts when all are open.
     With `path`, GETs of that path instead: the same load on a handler that does nothing (the framework's floor)."""
     import aiohttp
 
@@ -179,15 +180,20 @@ async def _enqueue_latencies(url: str, clients: int, per_client: int, path: str 
     body = json.dumps({"num_samples": 1, "format": "npy"}).encode()
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=clients)) as http:
+        ready = asyncio.Barrier(clients)
+
         async def one_client() -> None:
-            for _ in range(per_client):
+            for i in range(per_client + 1):
+                if i == 1:
+                    await ready.wait()  # every client has its connection open: time the steady state
                 started = time.perf_counter()
                 request = http.get(path) if path else http.post(ECG, data=body, headers=headers)
                 async with request as response:
                     await response.read()
                     if response.status != (200 if path else 202):
                         raise RuntimeError(await response.text())
-                latencies.append(time.perf_counter() - started)
+                if i:
+                    latencies.append(time.perf_counter() - started)
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return latencies
