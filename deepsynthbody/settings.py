@@ -32,7 +32,10 @@ class Settings(BaseSettings):
         description="Let the CUDA provider use TF32 matrix units: about 1.7x faster on an H100, but samples differ "
         "from fp32 by up to ~190 uV (measured by `deepsynthbody bench-gpu`); job manifests say `arithmetic: tf32`.",
     )
-    ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per worker; 0 lets onnxruntime choose.")
+    ort_threads: int = Field(
+        0, ge=0, description="CPU threads a worker infers with: that many single-threaded onnxruntime runs side by "
+        "side, each on its own batch; 0: one per core."
+    )
     chunk_size: PositiveInt = Field(
         2000, description="Requests larger than this are split into chunks that workers run in parallel."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class ModelRuntime:
     provider: str
     arithmetic: str  # fp32, tf32 (fp32 on a GPU's TF32 matrix units) or a variant's precision
     stream: Any = None  # the CUDA stream onnxruntime runs on (a cupy Stream), when the GPU path is available
+    lanes: int = 1  # batches made side by side on the CPU, each by a single-threaded run
     _gpu: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def gpu_pipeline(self, params: dict[str, Any], batch: int) -> Any:
@@ -92,19 +94,20 @@ def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> Mode
         if actual != expected:
             raise ModelInvalid(f"artifact {path} does not match its manifest (sha256 {actual}, expected {expected})")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.ort_threads
-        # Idle intra-op threads sleep instead of spinning: the encoder and noise threads need those cores
-        # (measured on 2 cores: npy 115 -> 142 ECG/s, wfdb 90 -> 98 ECG/s).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         stream = None
+        lanes = 1
         if cuda_available(settings):
             providers, stream = _cuda_providers(settings)
+        else:  # `lanes` single-threaded runs side by side (workers.pipeline), not one run over all cores
+            lanes = settings.ort_threads or os.cpu_count() or 1
+            options.intra_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=providers)
         provider = session.get_providers()[0]
         on_gpu = provider == "CUDAExecutionProvider"
         arithmetic = "tf32" if precision == "fp32" and on_gpu and settings.cuda_tf32 else precision
-        _sessions[key] = ModelRuntime(entry, session, provider, arithmetic, stream if on_gpu else None)
+        _sessions[key] = ModelRuntime(entry, session, provider, arithmetic, stream if on_gpu else None,
+                                      lanes=1 if on_gpu else lanes)
         log.info("loaded %s on %s", entry.manifest.key, _sessions[key].provider)
     return _sessions[key]
 
