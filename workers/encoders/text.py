@@ -9,6 +9,7 @@ _OFFSET = 32768
 
 
 def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per int16 value: its text in an 8-byte slot, and which of those bytes to keep."""
     digits = np.zeros((65536, _SLOT), dtype=np.uint8)
     keep = np.zeros((65536, _SLOT), dtype=bool)
     for i, value in enumerate(range(-_OFFSET, _OFFSET)):
@@ -16,7 +17,8 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
         digits[i, : len(text)] = np.frombuffer(text, dtype=np.uint8)
         keep[i, : len(text)] = True
     keep[:, -1] = True
-    return digits.view(np.uint64)[:, 0], keep
+    # One uint64 per value for both tables: gathering 8-byte rows of a 2-D table is ~10x slower
+    return digits.view(np.uint64)[:, 0], keep.view(np.uint64)[:, 0]
 
 
 _DIGITS, _KEEP = _tables()
@@ -29,4 +31,4 @@ def int16_rows(values: np.ndarray, delimiter: str) -> bytes:
     cells = _DIGITS[index].view(np.uint8).reshape(rows, columns, _SLOT)
     cells[..., -1] = ord(delimiter)
     cells[:, -1, -1] = ord("\n")
-    return cells[_KEEP[index]].tobytes()
+    return cells.reshape(-1).compress(_KEEP[index].view(np.bool_).reshape(-1)).tobytes()
