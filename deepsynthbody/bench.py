@@ -199,7 +199,7 @@ def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink:
     return peak / 2**20
 
 
-async def _enqueue_latencies(url: str, clients: int, per_client: int, path: str | None = None) -> list[float]:
+async def _latencies_under_load(url: str, clients: int, per_client: int, path: str | None = None) -> list[float]:
     """`clients` keep-alive connections, each posting back to back (aiohttp: a light client on shared cores).
     Each client's first request opens its connection and is not timed; the timing starts when all are open.
     With `path`, GETs of that path instead: the same load on a handler that does nothing (the framework's floor)."""
@@ -286,11 +286,11 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
                   "process(es) (no worker consumes the jobs):", flush=True)
             service = Service(data, 0, queue="bench-enqueue", api_processes=api_processes)
             try:
-                latencies = sorted(asyncio.run(_enqueue_latencies(service.url, clients, max(1, requests // clients))))
+                latencies = sorted(asyncio.run(_latencies_under_load(service.url, clients, max(1, requests // clients))))
                 results.add(f"enqueue p50, {api_processes} API process(es)", 1000 * statistics.median(latencies), "ms")
                 results.add(f"enqueue p99, {api_processes} API process(es)",
                             1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
-                floor = sorted(asyncio.run(_enqueue_latencies(service.url, clients, max(1, requests // clients),
+                floor = sorted(asyncio.run(_latencies_under_load(service.url, clients, max(1, requests // clients),
                                                               path="/healthz")))
                 results.add(f"floor: GET /healthz p50, same load, {api_processes} API process(es)",
                             1000 * statistics.median(floor), "ms")
