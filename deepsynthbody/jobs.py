@@ -54,13 +54,8 @@ class JobPaths:
         return self.root / "samples.npy"
 
     @property
-    def members(self) -> Path:
-        """Per-sample archive members, named by the sample's index in the whole job."""
-        return self.root / "members"
-
-    @property
     def parts(self) -> Path:
-        """One piece per chunk of formats that hold every sample in one file, joined in order at the end."""
+        """Each chunk's zipped members, or its piece of a one-file format, joined in order into the archive."""
         return self.root / "parts"
 
     @property

@@ -18,6 +18,9 @@ from deepsynthbody.settings import Settings, get_settings
 from model_store.store import ModelEntry
 from workers import archive, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
+from workers.encoders.base import MemberSink
+
+MEMBER_ZIP = ".members.zip"  # a chunk's per-sample members, zipped (workers.archive.MemberZip)
 
 
 def generate(spec: JobSpec) -> dict[str, Any]:
@@ -48,18 +51,11 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     model = runtime.load(entry, settings, spec.get("precision", "fp32"))
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
-    paths.members.mkdir(parents=True, exist_ok=True)
-    paths.parts.mkdir(exist_ok=True)
+    paths.parts.mkdir(parents=True, exist_ok=True)
     shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
     samples = SamplesFile.create(paths.samples, dtype, (spec["num_samples"], *shape))
-    writer = ENCODERS[spec["format"]](_context(entry, spec, paths, index))
     batch_size = runtime.batch_size(model, settings)
     started_at = _now()
-
-    def consume(batch: np.ndarray, start: int) -> None:
-        samples.write(start, batch)
-        writer.write(batch, start)
-        _report(job, progress={"done": start + len(batch) - first, "total": total})
 
     def before_batch(start: int) -> None:
         try:
@@ -71,43 +67,50 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
 
     _report(job, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
             progress={"done": 0, "total": total})
-    pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume, before_batch,
-                     batch_size)
+    with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
+        writer = ENCODERS[spec["format"]](_context(entry, spec, paths, members, index))
+
+        def consume(batch: np.ndarray, start: int) -> None:
+            samples.write(start, batch)
+            writer.write(batch, start)
+            _report(job, progress={"done": start + len(batch) - first, "total": total})
+
+        pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume,
+                         before_batch, batch_size)
     return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
             "started_at": started_at}
 
 
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Join the chunks' pieces and write the archive, whatever workers made them: the bytes are the same."""
+    """Join the chunks' parts into the archive, whatever workers made them: the bytes are the same."""
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
-    ctx = _context(entry, spec, paths, 0)
-    _join_parts(paths, ctx)
-    members = archive.member_files(paths.members)
+    output = entry.manifest.output
+    bundle_name = f"{output.file_prefix}s"  # the one member of formats holding every sample in one file
+    member_zips = sorted(paths.parts.glob(f"*{MEMBER_ZIP}"))
     if spec["format"] == "npy":
-        members = [(paths.samples, f"{ctx.bundle_name}.npy")]
-    manifest = archive.write(paths, members, _manifest(spec, job, entry, ctx, chunks), settings.archive_compression)
-    shutil.rmtree(paths.members)
+        bundles = [([paths.samples], f"{bundle_name}.npy")]
+    else:
+        bundles = [(pieces, f"{bundle_name}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
+    manifest = archive.write(paths, member_zips, bundles,
+                             _manifest(spec, job, entry, output.channel_names(spec["params"]), chunks),
+                             settings.archive_compression)
     shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
 
 
-def _join_parts(paths: JobPaths, ctx: EncodeContext) -> None:
+def _bundle_pieces(paths: JobPaths) -> dict[str, list[Path]]:
+    """The chunks' pieces of one-file formats (named chunk.suffix), by suffix, in chunk order."""
     by_suffix: dict[str, list[Path]] = {}
     for part in sorted(paths.parts.iterdir()):
-        by_suffix.setdefault(part.suffix, []).append(part)
-    for suffix, parts in by_suffix.items():
-        target = paths.members / f"{ctx.bundle_name}{suffix}"
-        with target.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as piece:
-                    shutil.copyfileobj(piece, out, 1 << 20)
+        if part.is_file() and MEMBER_ZIP not in part.name:
+            by_suffix.setdefault(part.suffix, []).append(part)
+    return by_suffix
 
 
-def _context(entry: ModelEntry, spec: JobSpec, paths: JobPaths, chunk: int) -> EncodeContext:
-    output, params = entry.manifest.output, spec["params"]
-    names = output.channel_names(params)
-    return EncodeContext(output, names, spec["seed"], spec["num_samples"], paths.members, paths.parts, chunk)
+def _context(entry: ModelEntry, spec: JobSpec, paths: JobPaths, members: MemberSink, chunk: int) -> EncodeContext:
+    names = entry.manifest.output.channel_names(spec["params"])
+    return EncodeContext(entry.manifest.output, names, spec["seed"], spec["num_samples"], members, paths.parts, chunk)
 
 
 def _report(job: Job | None, **fields: Any) -> None:
@@ -125,14 +128,14 @@ def _one_or_all(values: list[Any]) -> Any:
     return unique[0] if len(unique) == 1 else unique
 
 
-def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, ctx: EncodeContext,
+def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: list[str],
               chunks: list[dict[str, Any]]) -> dict[str, Any]:
     card, out = entry.manifest, entry.manifest.output
     description: dict[str, Any] = {"kind": out.kind, "format": spec["format"],
                                    "dtype": str(postprocess.sample_shape(out, spec["params"])[1])}
     if out.kind == "signal":
         description |= {"unit": out.unit, "sampling_rate": out.sampling_rate, "length": out.length,
-                        out.record_key: ctx.channel_names}
+                        out.record_key: channel_names}
     else:
         description |= {"height": out.height, "width": out.width, "channels": out.channels,
                         "mask_channel": out.mask_channel}

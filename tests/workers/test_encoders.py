@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import wfdb
 
 from model_store.manifest import SignalOutput
 from model_store.recipes.pulse2pulse_ecg import MANIFEST_TEMPLATE, TWELVE_LEADS
+from workers.archive import MemberZip
 from workers.encoders import ENCODERS, EncodeContext
 from workers.encoders.text import int16_rows
 
@@ -36,15 +38,17 @@ def test_wfdb_records_equal_wfdb_wrsamp(tmp_path: Path) -> None:
     ecgs[4] = -ecgs[4]  # other signs of initial values and checksums
     ecgs[5, 0] = 0
     ours, reference = tmp_path / "ours", tmp_path / "reference"
-    ours.mkdir(), reference.mkdir()
-    writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 6, ours, tmp_path))
-    writer.write(ecgs[:1], 0)
-    writer.write(ecgs[1:], 1)
+    reference.mkdir()
+    with MemberZip(tmp_path / "members.zip", "stored") as members:
+        writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 6, members, tmp_path))
+        writer.write(ecgs[:1], 0)
+        writer.write(ecgs[1:], 1)
+    zipfile.ZipFile(tmp_path / "members.zip").extractall(ours)
     for index, sample in enumerate(ecgs):
         wfdb.wrsamp(f"ecg_{index:05d}", fs=500.0, units=["mV"] * 12, sig_name=TWELVE_LEADS,
                     d_signal=sample.astype(np.int64), fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
                     write_dir=str(reference))
     names = sorted(p.name for p in reference.iterdir())
     assert sorted(p.name for p in ours.iterdir()) == names and len(names) == 12
-    match, mismatch, errors = filecmp.cmpfiles(ours, reference, names, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(ours, reference, names, shallow=False)
     assert mismatch == [] and errors == []

@@ -1,4 +1,4 @@
-"""What every encoder gets: where to write and how to name a sample's files."""
+"""What every encoder gets: where its members go and how to name a sample's files."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import numpy as np
 from model_store.manifest import ImageOutput, SignalOutput
 
 
+class MemberSink(Protocol):
+    def add(self, name: str, data: bytes) -> None:
+        """One archive member, in the order members are added (`workers.archive.MemberZip`)."""
+
+
 @dataclass(frozen=True)
 class EncodeContext:
     output: SignalOutput | ImageOutput
     channel_names: list[str]
     seed: int
     num_samples: int
-    directory: Path
+    members: MemberSink
     parts: Path
     chunk: int = 0
 
@@ -32,13 +37,13 @@ class EncodeContext:
         return f"{self.output.file_prefix}s"
 
     def part(self, suffix: str) -> Path:
-        """This chunk's piece of a one-file format; the archive joins the pieces in chunk order."""
+        """This chunk's own file in the job's parts folder (a piece of a one-file format, scratch space)."""
         return self.parts / f"{self.chunk:05d}{suffix}"
 
 
 class BatchWriter(Protocol):
     def write(self, samples: np.ndarray, start: int) -> None:
-        """Write archive members for samples start .. start+len(samples)-1 into the context's directory."""
+        """Add the archive members for samples start .. start+len(samples)-1 to the context's members."""
 
 
 WriterFactory = Callable[[EncodeContext], BatchWriter]

@@ -17,6 +17,6 @@ class PngWriter:
     def write(self, samples: np.ndarray, start: int) -> None:
         for offset, sample in enumerate(samples):
             image, mask = image_pair(sample, self.output)
-            (self.ctx.directory / f"{self.ctx.stem(start + offset)}.png").write_bytes(image)
+            self.ctx.members.add(f"{self.ctx.stem(start + offset)}.png", image)
             if mask is not None:
-                (self.ctx.directory / f"{self.ctx.stem(start + offset, 'mask')}.png").write_bytes(mask)
+                self.ctx.members.add(f"{self.ctx.stem(start + offset, 'mask')}.png", mask)

@@ -18,12 +18,15 @@ class WfdbWriter:
     """One record per sample. wfdb writes each job's first record, with all the library's checks; the other
     records share its header but for the record name, file names, initial values and checksums, so their
     headers are that header's lines with those four fields replaced (the library's per-record header code
-    does hundreds of pandas lookups: about 10 ms a record). Data files are written by wfdb for every record.
-    A test holds every record byte-identical to `wfdb.wrsamp`."""
+    does hundreds of pandas lookups: about 10 ms a record). Data files are written by wfdb for every record,
+    into the chunk's scratch folder, and move from there into the archive. A test holds every record
+    byte-identical to `wfdb.wrsamp`."""
 
     def __init__(self, ctx: EncodeContext) -> None:
         self.ctx = ctx
         self.units, self.gain = _WFDB_UNITS.get(ctx.output.unit, (ctx.output.unit, 1.0))
+        self.scratch = ctx.part(".wfdb")
+        self.scratch.mkdir(parents=True, exist_ok=True)
         self._first: wfdb.Record | None = None
         self._header: _HeaderTemplate | None = None
 
@@ -38,22 +41,31 @@ class WfdbWriter:
         record.set_defaults()
         return record
 
+    def _take(self, file_name: str) -> bytes:
+        """A file wfdb wrote into the scratch folder, as an archive member."""
+        path = self.scratch / file_name
+        data = path.read_bytes()
+        path.unlink()
+        self.ctx.members.add(file_name, data)
+        return data
+
     def write(self, samples: np.ndarray, start: int) -> None:
-        directory = self.ctx.directory
         for offset, sample in enumerate(samples):
             name = self.ctx.stem(start + offset)
             signal = sample.astype(np.int64)
             if self._first is None or self._header is None:
                 self._first = self._record(name, signal)
-                self._first.wrsamp(write_dir=str(directory))
-                self._header = _HeaderTemplate((directory / f"{name}.hea").read_text(encoding="utf-8"))
+                self._first.wrsamp(write_dir=str(self.scratch))
+                self._take(f"{name}.dat")
+                self._header = _HeaderTemplate(self._take(f"{name}.hea").decode("utf-8"))
                 continue
             record = copy.copy(self._first)
             record.record_name, record.d_signal = name, signal
             record.file_name = [f"{name}.dat"] * len(self.ctx.channel_names)
-            record.wr_dat_files(write_dir=str(directory))
-            with (directory / f"{name}.hea").open("w", encoding="utf-8") as header:
-                header.write(self._header.render(name, signal[0], record.calc_checksum()))
+            record.wr_dat_files(write_dir=str(self.scratch))
+            self._take(f"{name}.dat")
+            header = self._header.render(name, signal[0], record.calc_checksum())
+            self.ctx.members.add(f"{name}.hea", header.encode("utf-8"))
 
 
 class _HeaderTemplate:
@@ -82,8 +94,8 @@ class TextWriter:
 
     def write(self, samples: np.ndarray, start: int) -> None:
         for offset, sample in enumerate(samples):
-            path = self.ctx.directory / f"{self.ctx.stem(start + offset)}.{self.suffix}"
-            path.write_bytes(self.header + int16_rows(sample, self.delimiter))
+            self.ctx.members.add(f"{self.ctx.stem(start + offset)}.{self.suffix}",
+                                 self.header + int16_rows(sample, self.delimiter))
 
 
 def csv_writer(ctx: EncodeContext) -> TextWriter:
