@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import platform
 import shutil
@@ -237,6 +238,7 @@ def _copy_models(settings: Settings, data_dir: Path) -> None:
 
 def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_counts: tuple[int, ...],
         clients: int, requests: int, out: Path | None) -> Results:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per status poll
     settings = Settings()
     results = Results(machine())
     print(f"machine: {results.machine}", flush=True)

@@ -10,6 +10,7 @@ a request is the same bytes whichever workers made its chunks. Members holding e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,8 +51,12 @@ class MemberZip:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the chunk failed or was stopped: its part is incomplete (a retry rewrites it) or already removed
+            with contextlib.suppress(OSError):
+                self.zip.close()
 
 
 def listing(part: Path) -> Path:

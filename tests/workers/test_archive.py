@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -73,3 +74,13 @@ def test_without_copy_file_range_the_archive_is_the_same(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(archive.os, "copy_file_range", unsupported)
     assert _archive(tmp_path, [5, 9], "stored", "user-space")[0] == whole
+
+
+def test_a_stopped_chunk_leaves_no_listing_and_keeps_its_error(tmp_path: Path) -> None:
+    part = tmp_path / "parts" / "00000.members.zip"
+    part.parent.mkdir()
+    with pytest.raises(KeyboardInterrupt), archive.MemberZip(part, "stored") as members:
+        members.add("ecg_00000.dat", b"made before the stop")
+        shutil.rmtree(part.parent)  # a canceled one-chunk job removes its folder while the chunk runs
+        raise KeyboardInterrupt
+    assert not part.parent.exists()
