@@ -110,6 +110,32 @@ def raw_onnx_side_by_side(model_path: Path, seconds: float, batches: tuple[int, 
     return rates
 
 
+def version_differences(settings: Settings, first: Any, served: Any, count: int = 256) -> list[tuple[str, float, str]]:
+    """int16 samples of the served version against version 1 and against its own fp16 variant, same noise."""
+    from workers import noise, runtime
+
+    params = {name: spec.default for name, spec in served.manifest.parameters.items()}
+
+    def samples(entry: Any, precision: str) -> np.ndarray:
+        model = runtime.load(entry, settings, precision)
+        batches = [model.postprocess(model.run(noise.draw(entry.manifest.noise_inputs, 1, start, 32), params), params)
+                   for start in range(0, count, 32)]
+        return np.concatenate(batches).astype(np.int32)
+
+    fp32 = samples(served, "fp32")
+    rows = []
+    versus_first = np.abs(fp32 - samples(first, "fp32"))
+    rows += [(f"version {served.manifest.version} vs 1: int16 values that differ", 100 * float(np.mean(versus_first > 0)), "%"),
+             (f"version {served.manifest.version} vs 1: largest difference", float(versus_first.max()), "uV")]
+    if "fp16" in served.manifest.precisions:
+        versus_half = np.abs(fp32 - samples(served, "fp16"))
+        rows += [(f"version {served.manifest.version} fp16 variant vs fp32 (CPU): largest difference",
+                  float(versus_half.max()), "uV"),
+                 (f"version {served.manifest.version} fp16 variant vs fp32 (CPU): mean difference",
+                  float(versus_half.mean()), "uV")]
+    return rows
+
+
 class Service:
     """A private Redis, the API and `workers` worker processes, on this machine."""
 
@@ -246,7 +272,10 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
     try:
         data = base / "data"
         _copy_models(settings, data)
-        model_path = next((data / "models").glob("cardiovascular/ecg/*/*/model.onnx"))
+        store = Settings(data_dir=data).model_store()
+        served = store.resolve("cardiovascular", "ecg")  # the version a request gets unless it names one
+        model_path = served.artifact_path
+        print(f"model: {served.manifest.key} ({served.manifest.provenance.get('form', 'as published')})", flush=True)
 
         print("original deepfake-ecg package (batch 1, writes .asc):", flush=True)
         results.add("original deepfakeecg.generate()", original_package(original_n))
@@ -263,6 +292,16 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
             results.add(f"raw ONNX, batch {batch}, {os.cpu_count()} single-threaded runs side by side", rate)
         best = max(best, *raw.values())
         results.extra["raw_best"] = best
+        if served.manifest.version != 1:
+            first = store.get(served.manifest.id, 1)
+            print("raw ONNX generator, version 1 (as published), for comparison (not the 'x raw' reference):", flush=True)
+            for batch, rate in raw_onnx_side_by_side(first.artifact_path, seconds=5.0, batches=(32,)).items():
+                results.add(f"raw ONNX version 1, batch {batch}, {os.cpu_count()} single-threaded runs side by side",
+                            rate)
+            print(f"how the samples of {served.manifest.key} differ (256 ECGs, the worker's noise and int16):",
+                  flush=True)
+            for what, value, unit in version_differences(Settings(data_dir=data), first, served):
+                results.add(what, value, unit)
 
         sink = base / "download.zip"
         for workers in worker_counts:
@@ -318,5 +357,6 @@ def table(results: Results) -> str:
         if unit == "ECG/s":
             lines.append(f"| {what} | {value:,.1f} ECG/s | {value / raw:.2f} | {value / original:.1f} |")
         else:
-            lines.append(f"| {what} | {value:,.1f} {unit} | | |")
+            lines.append(f"| {what} | {value:.4g} {unit} | | |" if unit in ("%", "uV") else
+                         f"| {what} | {value:,.1f} {unit} | | |")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ import numpy as np
 
 from deepsynthbody.settings import Settings
 
-MODEL = ("pulse2pulse-ecg", 1)
+MODEL_ID = "pulse2pulse-ecg"
 
 
 class Report:
@@ -64,7 +64,7 @@ def _timed(step: Callable[[], int], seconds: float) -> float:
 
 
 def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
-        only: tuple[str, ...] = ()) -> dict[str, Any]:
+        only: tuple[str, ...] = (), version: int | None = None) -> dict[str, Any]:
     import cupy as cp
     import onnxruntime as ort
 
@@ -75,13 +75,17 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
 
     report = Report(out)
     settings = Settings()
-    entry = settings.model_store().get(*MODEL)
+    store = settings.model_store()
+    entry = store.get(MODEL_ID, version) if version else store.resolve("cardiovascular", "ecg", MODEL_ID)
+    pinned = {"version": entry.manifest.version}  # every request of the end-to-end rows asks for this version
+    print(f"model {MODEL_ID} version {entry.manifest.version}", flush=True)
     manifest, spec = entry.manifest, entry.manifest.output
     fp32_path = entry.artifact_path
     fp16_path = Path(tempfile.mkdtemp()) / "model.fp16.onnx"
     props = cp.cuda.runtime.getDeviceProperties(0)
     report.data["machine"] = {"gpu": props["name"].decode(), "onnxruntime": ort.__version__, "cupy": cp.__version__,
-                              "providers": ort.get_available_providers(), "cpu_cores": os.cpu_count()}
+                              "providers": ort.get_available_providers(), "cpu_cores": os.cpu_count(),
+                              "model": f"{MODEL_ID}:{entry.manifest.version}"}
     print(report.data["machine"], flush=True)
     started = time.perf_counter()
     if not only or "GPU vs CPU" in only or "inference only" in only or "generate stage" in only:
@@ -224,10 +228,10 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
             service = Service(data, workers, max_samples=e2e_n)
             try:
                 with httpx.Client(base_url=service.url, timeout=600) as client:
-                    e2e(client, {"num_samples": 2 * workers, "format": "npy"}, sink)
+                    e2e(client, {"num_samples": 2 * workers, "format": "npy", **pinned}, sink)
                     for fmt in formats:
                         n = e2e_n if fmt == "npy" else small
-                        secs = e2e(client, {"num_samples": n, "seed": 1, "format": fmt}, sink)
+                        secs = e2e(client, {"num_samples": n, "seed": 1, "format": fmt, **pinned}, sink)
                         name = f"service {fmt}, {n} ECGs, {workers} GPU worker(s), POST to archive downloaded"
                         report.data["end_to_end"][name] = {"ECG/s": n / secs, "archive_MB": sink.stat().st_size / 1e6}
                         report.rate(name, n / secs)
@@ -244,7 +248,7 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
         from workers import tasks
 
         for fmt, n in (("npy", 2000), ("npy", e2e_n), ("wfdb", max(1000, e2e_n // 5)), ("csv", max(1000, e2e_n // 5))):
-            spec = {"job_id": uuid.uuid4().hex, "model_id": MODEL[0], "model_version": MODEL[1], "num_samples": n,
+            spec = {"job_id": uuid.uuid4().hex, "model_id": MODEL_ID, "model_version": entry.manifest.version, "num_samples": n,
                     "seed": 1, "format": fmt, "params": params8, "precision": "fp32", "request": {}, "chunks": [[0, n]]}
             started = time.perf_counter()
             chunk = tasks.run_chunk(spec, 0, settings)  # type: ignore[arg-type]

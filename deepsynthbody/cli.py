@@ -134,7 +134,8 @@ def _models_preview(args: argparse.Namespace) -> None:
 def _bench_gpu(args: argparse.Namespace) -> None:
     from deepsynthbody.bench_gpu import run
 
-    run(args.seconds, tuple(args.batches), args.e2e_n, Path(args.json) if args.json else None, tuple(args.only))
+    run(args.seconds, tuple(args.batches), args.e2e_n, Path(args.json) if args.json else None, tuple(args.only),
+        args.version)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -188,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     gpu.add_argument("--e2e-n", type=int, default=20_000, help="ECGs of the end-to-end npy job (others: a tenth)")
     gpu.add_argument("--json", help="also write the results to this JSON file")
     gpu.add_argument("--only", nargs="*", default=[], help="run only these sections, by name")
+    gpu.add_argument("--version", type=int, help="ECG model version to measure (default: the latest)")
     gpu.set_defaults(func=_bench_gpu)
 
     models = commands.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)

@@ -2,7 +2,8 @@
 # Run `deepsynthbody bench-gpu` on a lent GPU machine (the device tool), from the repository root there.
 # Before it, earlier calls on the same warm machine copied the onnxruntime-gpu chunks that
 # ../shared/tools/ort-gpu-chunks.sh prepares into /tmp/ortc; this call carries .whl (the service's
-# pure-Python dependencies the machine lacks, as cp312 wheels) and data/models (the built ECG model).
+# pure-Python dependencies the machine lacks, as cp312 wheels) and one built ECG version, e.g.
+# data/models/cardiovascular/ecg/pulse2pulse-ecg/2 (48 MB; both versions exceed the 64 MiB a call carries).
 set -euo pipefail
 mkdir -p /tmp/ortsite /tmp/site
 [ -d /tmp/ortsite/onnxruntime ] || cat /tmp/ortc/part* | xz -d | tar -x -C /tmp/ortsite

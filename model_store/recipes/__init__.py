@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from model_store.manifest import Manifest
@@ -24,4 +25,5 @@ class Recipe:
 def recipes() -> list[Recipe]:
     from model_store.recipes import pulse2pulse_ecg as ecg
 
-    return [Recipe(ecg.MODEL_ID, ecg.VERSION, ecg.CATEGORY, ecg.SUBCATEGORY, ecg.export)]
+    return [Recipe(ecg.MODEL_ID, version, ecg.CATEGORY, ecg.SUBCATEGORY, partial(ecg.export, version=version))
+            for version in ecg.VERSIONS]

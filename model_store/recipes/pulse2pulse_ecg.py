@@ -1,4 +1,8 @@
-"""Export recipe: Pulse2Pulse (DeepFake ECG) from the deepfake-ecg 1.1.2 checkpoint to ONNX."""
+"""Export recipe: Pulse2Pulse (DeepFake ECG) from the deepfake-ecg 1.1.2 checkpoint to ONNX.
+
+Two versions of the same weights: 1 is the network as published; 2 computes its decoder's
+upsample-then-convolve steps in polyphase form (`model_store/recipes/polyphase.py`), the same function with
+2.5x fewer multiply-adds. Version 1 stays, so datasets made with it regenerate byte for byte."""
 
 from __future__ import annotations
 
@@ -15,26 +19,40 @@ from model_store.recipes.fp16 import to_fp16
 from model_store.store import sha256_file
 
 MODEL_ID = "pulse2pulse-ecg"
-VERSION = 1
+VERSIONS = (1, 2)
 CATEGORY, SUBCATEGORY = "cardiovascular", "ecg"
 OPSET = 17
 LEADS = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
 TWELVE_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 FP16_ARTIFACT = "model.fp16.onnx"
-# Measured with `deepsynthbody bench-gpu` on an H100 (README, GPU section): same noise, 64 ECGs.
-FP16_NOTE = (
-    "half-precision weights and arithmetic (float32 noise in, float32 out). On an NVIDIA H100 it makes about "
+FORMS = {
+    1: "as published: nearest upsampling, zero padding, 25-tap convolution in every decoder step (0.63 GFLOP per ECG)",
+    2: "decoder steps in polyphase form (model_store/recipes/polyphase.py): same weights, 0.25 GFLOP per ECG",
+}
+VERSION_NOTES = {
+    1: "",
+    2: " Version 2 computes version 1's network with fewer operations (its decoder's upsample-and-convolve "
+    "steps in polyphase form): about 2x faster on CPUs. Its samples equal version 1's but for about 0.013 % "
+    "of values, which differ by 1 uV (float32 sums in another order; `deepsynthbody bench` measures it). Ask for "
+    "version 1 to regenerate a dataset made with it.",
+}
+# Version 1: measured with `deepsynthbody bench-gpu` on an H100 (README, GPU section): same noise, 64 ECGs.
+FP16_NOTES = {
+    1: "half-precision weights and arithmetic (float32 noise in, float32 out). On an NVIDIA H100 it makes about "
     "61,000 ECG/s against 25,000 for fp32 (42,000 with TF32); its samples differ from fp32 by up to about "
-    "300 uV, 1.4 uV on average. CPU workers run it at about fp32's speed (87 vs 104 ECG/s on 2 cores)."
-)
+    "300 uV, 1.4 uV on average. CPU workers run it at about fp32's speed (87 vs 104 ECG/s on 2 cores).",
+    2: "half-precision weights and arithmetic (float32 noise in, float32 out), meant for GPUs (version 1's fp16 "
+    "ran 2.4x its fp32 on an H100); its samples differ from fp32 by up to about 225 uV, 0.66 uV on average "
+    "(CPU, `deepsynthbody bench`). CPU workers run it no faster than fp32.",
+}
 
 MANIFEST_TEMPLATE: dict[str, Any] = {
     "id": MODEL_ID,
     "category": CATEGORY,
     "subcategory": SUBCATEGORY,
     "name": "DeepFake ECG (Pulse2Pulse)",
-    "version": VERSION,
+    "version": 1,
     "description": (
         "10-second, 8-lead (I, II, V1-V6) normal resting ECGs at 500 Hz from the Pulse2Pulse GAN "
         "trained on 7,233 normal ECGs of two Danish population studies. Values are microvolts. "
@@ -98,15 +116,34 @@ def load_generator():  # -> torch.nn.Module (torch is imported lazily: only this
     return generator.eval()
 
 
-def export(target: Path) -> Manifest:
-    """Write model.onnx and manifest.json into `target` (atomically: a half-built model is never seen)."""
+def to_polyphase(generator):  # torch.nn.Module -> the same module, decoder layers in polyphase form
+    """Replace each decoder step `conv1d(zero_pad(upsample(x)))` by its polyphase form, in place."""
+    import torch
+
+    from model_store.recipes.polyphase import polyphase
+
+    for layer in generator.modules():
+        if not (hasattr(layer, "conv1d") and getattr(layer, "upsample", None)):
+            continue  # not a decoder step, or one that runs its transposed convolution instead
+        upsample, pad = layer.upsample_layer, layer.reflection_pad  # deepfake-ecg's name; it pads with zeros
+        left, right = pad.padding
+        if upsample.mode != "nearest" or pad.value != 0 or left != right or float(upsample.scale_factor) % 1:
+            raise ValueError(f"{layer}: not a nearest-upsample + zero-pad + convolution step")
+        layer.conv1d = polyphase(layer.conv1d, int(upsample.scale_factor), left)
+        layer.upsample_layer, layer.reflection_pad = torch.nn.Identity(), torch.nn.Identity()
+    return generator
+
+
+def export(target: Path, version: int) -> Manifest:
+    """Write model.onnx, its fp16 variant and manifest.json of `version` into `target` (atomically: a
+    half-built model is never seen)."""
     import torch
 
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.perf_counter()
-    generator = load_generator()
+    generator = load_generator() if version == 1 else to_polyphase(load_generator())
     onnx_path = staging / MANIFEST_TEMPLATE["artifact"]
     with torch.no_grad():
         torch.onnx.export(
@@ -123,11 +160,15 @@ def export(target: Path) -> Manifest:
     manifest = Manifest.model_validate(
         {
             **MANIFEST_TEMPLATE,
+            "version": version,
+            "description": MANIFEST_TEMPLATE["description"] + VERSION_NOTES[version],
             "sha256": sha256_file(onnx_path),
-            "variants": {"fp16": {"artifact": FP16_ARTIFACT, "sha256": sha256_file(fp16_path), "description": FP16_NOTE}},
+            "variants": {"fp16": {"artifact": FP16_ARTIFACT, "sha256": sha256_file(fp16_path),
+                                  "description": FP16_NOTES[version]}},
             "provenance": {
                 "recipe": __name__,
                 "source": f"deepfake-ecg {package_version('deepfake-ecg')} checkpoints/g_stat.pt",
+                "form": FORMS[version],
                 "exporter": f"torch {torch.__version__}, opset {OPSET}, dynamic batch axis",
                 "fp16_variant": f"onnxconverter-common {package_version('onnxconverter-common')} float16 "
                 "converter, float32 inputs and outputs",

@@ -57,7 +57,7 @@ def test_unknown_subcategory_is_404_listing_what_exists(client: httpx.Client) ->
 def test_unknown_model_version_is_404_listing_versions(client: httpx.Client) -> None:
     response = client.post(ECG, json={"num_samples": 1, "version": 99})
     assert response.status_code == 404
-    assert response.json()["versions"] == [1]
+    assert response.json()["versions"] == [1, 2]
 
 
 @pytest.mark.parametrize("suffix", ["", "/result", "/stream"])

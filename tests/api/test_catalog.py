@@ -20,7 +20,7 @@ def test_model_card_describes_the_ecg_model(client: httpx.Client) -> None:
     response = client.get("/models/cardiovascular/ecg")
     assert response.status_code == 200
     (card,) = response.json()
-    assert card["version"] == 1 and card["versions"] == [1]
+    assert card["version"] == 2 and card["versions"] == [1, 2]
     assert card["output"]["channels"] == ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
     assert card["output"]["sampling_rate"] == 500.0 and card["output"]["length"] == 5000
     assert card["output"]["unit"] == "uV" and card["output"]["dtype"] == "int16"

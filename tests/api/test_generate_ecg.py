@@ -52,7 +52,7 @@ def test_wfdb_flow_reads_back_with_wfdb(client: httpx.Client, tmp_path: Path) ->
     created, archive, response = download(client, {"num_samples": 20, "seed": 42, "format": "wfdb"})
     assert created["seed"] == 42 and created["status"] == "queued"
     assert response.headers["content-type"] == "application/zip"
-    assert "deepsynthbody_pulse2pulse-ecg-v1_n20_seed42_wfdb" in response.headers["content-disposition"]
+    assert "deepsynthbody_pulse2pulse-ecg-v2_n20_seed42_wfdb" in response.headers["content-disposition"]
 
     manifest = json.loads(archive.read("manifest.json"))
     assert len(manifest["files"]) == 40  # .hea + .dat per record
@@ -135,7 +135,7 @@ def test_job_resource_reports_progress_and_timestamps(client: httpx.Client) -> N
     assert job["progress"] == {"done": 15, "total": 15}
     assert job["created_at"] and job["started_at"] and job["ended_at"]
     assert job["request"] == {"num_samples": 15, "seed": 3, "format": "npy", "leads": 8, "precision": "fp32",
-                              "model": "pulse2pulse-ecg", "version": 1}
+                              "model": "pulse2pulse-ecg", "version": 2}
     assert job["error"] is None and job["execution_provider"] == "CPUExecutionProvider"
 
 
@@ -216,3 +216,21 @@ def test_jobs_are_stored_as_json_not_pickle(client: httpx.Client, settings: Sett
     assert json.loads(zlib.decompress(raw))[0] == "workers.tasks.generate" and kwargs == {}
     assert spec["seed"] == 8 and spec["model_id"] == "pulse2pulse-ecg"
     wait_finished(client, created["job_id"])
+
+
+def test_both_ecg_versions_are_served_and_agree_to_1_uv(client: httpx.Client, settings: Settings) -> None:
+    """Version 1 stays for regenerating what was made with it; version 2 (the default) computes the same network."""
+    store = settings.model_store()
+    made = {}
+    for version in (1, 2, None):
+        body = {"num_samples": 6, "seed": 11, "format": "npy", **({"version": version} if version else {})}
+        created, archive, _ = download(client, body)
+        manifest = json.loads(archive.read("manifest.json"))
+        served = version or 2
+        assert created["model"] == {"id": "pulse2pulse-ecg", "version": served} == {
+            k: manifest["model"][k] for k in ("id", "version")}
+        assert manifest["model"]["sha256"] == store.get("pulse2pulse-ecg", served).manifest.sha256
+        made[version] = np.load(io.BytesIO(archive.read("ecgs.npy"))).astype(np.int32)
+    assert np.array_equal(made[2], made[None])
+    difference = np.abs(made[1] - made[2])
+    assert difference.max() <= 1 and np.mean(difference > 0) < 0.001
