@@ -23,7 +23,8 @@ def _session(settings: Settings, version: int) -> ort.InferenceSession:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_onnx_matches_torch_within_1e4_on_the_tanh_output(ecg_model_dir: Path, settings: Settings, version: int) -> None:
+def test_onnx_matches_torch_within_1e4_on_the_tanh_output(ecg_model_dir: Path, settings: Settings,
+                                                          version: int) -> None:
     session = _session(settings, version)
     generator = load_generator()  # the checkpoint as published, whatever form the version computes it in
     for batch in (1, 5):  # the batch axis is dynamic
