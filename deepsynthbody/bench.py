@@ -280,8 +280,8 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
 
         print("original deepfake-ecg package (batch 1, writes .asc):", flush=True)
         results.add("original deepfakeecg.generate()", original_package(original_n))
-        print(f"raw ONNX generator, {served.manifest.key} (noise prepared, CPU EP, all cores, as one run or as one single-threaded run per "
-              "core; the best row is the 'x raw' reference):", flush=True)
+        print(f"raw ONNX generator, {served.manifest.key} (noise prepared, CPU EP, all cores, as one run or as one "
+              "single-threaded run per core; the best row is the 'x raw' reference):", flush=True)
         best = 0.0
         for spinning in (True, False):
             raw = raw_onnx(model_path, seconds=5.0, batches=(1, 8, 32, 64), spinning=spinning)
