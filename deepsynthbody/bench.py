@@ -39,7 +39,8 @@ class Results:
 
     def add(self, what: str, value: float, unit: str = "ECG/s") -> None:
         self.rows.append((what, value, unit))
-        print(f"  {what}: {value:.4g} {unit}" if unit in ("%", "uV") else f"  {what}: {value:,.1f} {unit}", flush=True)
+        shown = f"{value:.4g}" if unit in ("%", "uV") else f"{value:,.1f}"  # differences keep their precision
+        print(f"  {what}: {shown} {unit}", flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -130,10 +131,8 @@ def version_differences(settings: Settings, first: Any, served: Any, count: int 
              (f"version {version} vs 1: largest difference", float(versus_first.max()), "uV")]
     if "fp16" in served.manifest.precisions:
         versus_half = np.abs(fp32 - samples(served, "fp16"))
-        rows += [(f"version {served.manifest.version} fp16 variant vs fp32 (CPU): largest difference",
-                  float(versus_half.max()), "uV"),
-                 (f"version {served.manifest.version} fp16 variant vs fp32 (CPU): mean difference",
-                  float(versus_half.mean()), "uV")]
+        rows += [(f"version {version} fp16 variant vs fp32 (CPU): largest difference", float(versus_half.max()), "uV"),
+                 (f"version {version} fp16 variant vs fp32 (CPU): mean difference", float(versus_half.mean()), "uV")]
     return rows
 
 
@@ -364,6 +363,6 @@ def table(results: Results) -> str:
             lines.append(f"| {what} | {value:,.1f} ECG/s | {value / raw:.2f} | {value / raw_v1:.2f} | "
                          f"{value / original:.1f} |")
         else:
-            lines.append(f"| {what} | {value:.4g} {unit} | | | |" if unit in ("%", "uV") else
-                         f"| {what} | {value:,.1f} {unit} | | | |")
+            shown = f"{value:.4g}" if unit in ("%", "uV") else f"{value:,.1f}"
+            lines.append(f"| {what} | {shown} {unit} | | | |")
     return "\n".join(lines)

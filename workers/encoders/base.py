@@ -31,11 +31,6 @@ class EncodeContext:
         width = max(5, len(str(self.num_samples - 1)))
         return f"{prefix or self.output.file_prefix}_{index:0{width}d}"
 
-    @property
-    def bundle_name(self) -> str:
-        """Name of the single file that formats holding every sample in one file use."""
-        return f"{self.output.file_prefix}s"
-
     def part(self, suffix: str) -> Path:
         """This chunk's own file in the job's parts folder (a piece of a one-file format, scratch space)."""
         return self.parts / f"{self.chunk:05d}{suffix}"
