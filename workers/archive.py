@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
@@ -81,15 +82,22 @@ def write(paths: JobPaths, member_zips: list[Path], bundles: list[tuple[list[Pat
 
 
 def _add(archive: zipfile.ZipFile, pieces: list[Path], name: str, compression: int) -> dict[str, Any]:
-    """One member whose content is `pieces` joined in order."""
+    """One member whose content is `pieces` joined in order. Its sha256 runs in a thread beside the zip's
+    CRC and write (both release the GIL on large blocks), so hashing adds little to the copy."""
     digest, size = hashlib.sha256(), 0
-    with archive.open(_info(name, compression), "w", force_zip64=True) as dst:
+    member = archive.open(_info(name, compression), "w", force_zip64=True)
+    with ThreadPoolExecutor(1, "sha256") as hashing, member as dst:
+        hashed: Future[None] | None = None
         for piece in pieces:
             with piece.open("rb") as src:
                 while block := src.read(_CHUNK):
-                    digest.update(block)
+                    if hashed is not None:
+                        hashed.result()  # one block ahead at most, in order
+                    hashed = hashing.submit(digest.update, block)
                     dst.write(block)
                     size += len(block)
+        if hashed is not None:
+            hashed.result()
     return {"name": name, "bytes": size, "sha256": digest.hexdigest()}
 
 
