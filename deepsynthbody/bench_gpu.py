@@ -248,8 +248,9 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
         from workers import tasks
 
         for fmt, n in (("npy", 2000), ("npy", e2e_n), ("wfdb", max(1000, e2e_n // 5)), ("csv", max(1000, e2e_n // 5))):
-            spec = {"job_id": uuid.uuid4().hex, "model_id": MODEL_ID, "model_version": entry.manifest.version, "num_samples": n,
-                    "seed": 1, "format": fmt, "params": params8, "precision": "fp32", "request": {}, "chunks": [[0, n]]}
+            spec = {"job_id": uuid.uuid4().hex, "model_id": MODEL_ID, "model_version": entry.manifest.version,
+                    "num_samples": n, "seed": 1, "format": fmt, "params": params8, "precision": "fp32", "request": {},
+                    "chunks": [[0, n]]}
             started = time.perf_counter()
             chunk = tasks.run_chunk(spec, 0, settings)  # type: ignore[arg-type]
             generated = time.perf_counter()
