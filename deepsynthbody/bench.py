@@ -113,14 +113,13 @@ def raw_onnx_side_by_side(model_path: Path, seconds: float, batches: tuple[int, 
 
 def version_differences(settings: Settings, first: Any, served: Any, count: int = 256) -> list[tuple[str, float, str]]:
     """int16 samples of the served version against version 1 and against its own fp16 variant, same noise."""
-    from workers import noise, runtime
+    from workers import runtime
 
     params = {name: spec.default for name, spec in served.manifest.parameters.items()}
 
     def samples(entry: Any, precision: str) -> np.ndarray:
         model = runtime.load(entry, settings, precision)
-        batches = [model.postprocess(model.run(noise.draw(entry.manifest.noise_inputs, 1, start, 32), params), params)
-                   for start in range(0, count, 32)]
+        batches = [model.samples(1, start, 32, params) for start in range(0, count, 32)]
         return np.concatenate(batches).astype(np.int32)
 
     fp32 = samples(served, "fp32")
