@@ -50,7 +50,8 @@ class JobPaths:
 
     @property
     def samples(self) -> Path:
-        """All samples as one array (N, ...) in the output's dtype; the stream reads it as it fills."""
+        """All samples as one .npy array (N, ...) in the output's dtype; the stream reads it as it fills. For a
+        stored npy job the array sits behind a zip header and the finished file is also the archive."""
         return self.root / "samples.npy"
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import deepfakeecg
@@ -35,7 +37,8 @@ def test_service_ecgs_match_the_original_package(settings: Settings, ecg_model_d
     spec = JobSpec(job_id="vs-original", model_id="pulse2pulse-ecg", model_version=1, num_samples=COUNT,
                    seed=0, format="npy", params={"leads": 8}, precision="fp32", request={}, chunks=[(0, COUNT)])
     tasks.run(spec, settings)
-    ours = np.load(settings.jobs_dir / "vs-original" / "samples.npy").astype(float)
+    with zipfile.ZipFile(settings.jobs_dir / "vs-original" / "result.zip") as result, result.open("ecgs.npy") as npy:
+        ours = np.load(io.BytesIO(npy.read())).astype(float)
 
     assert ours.shape == original.shape == (COUNT, 5000, 8)
     # amplitude per lead: standard deviation and peak-to-peak, medians over ECGs within 20%

@@ -53,7 +53,9 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     paths.parts.mkdir(parents=True, exist_ok=True)
     shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
-    samples = SamplesFile.create(paths.samples, dtype, (spec["num_samples"], *shape))
+    in_place = _npy_in_place(spec, settings)  # an npy job's array is written as its archive's first member
+    samples = SamplesFile.create(paths.samples, dtype, (spec["num_samples"], *shape),
+                                 archive.member_header(_bundle_name(entry) + ".npy") if in_place else b"")
     batch_size = runtime.batch_size(model, settings)
     started_at = _now()
 
@@ -85,18 +87,30 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
     """Join the chunks' parts into the archive, whatever workers made them: the bytes are the same."""
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
-    output = entry.manifest.output
-    bundle_name = f"{output.file_prefix}s"  # the one member of formats holding every sample in one file
     member_zips = sorted(paths.parts.glob(f"*{MEMBER_ZIP}"))
-    if spec["format"] == "npy":
-        bundles = [([paths.samples], f"{bundle_name}.npy")]
+    samples = SamplesFile(paths.samples)
+    in_place, bundles = None, []
+    if spec["format"] == "npy" and samples.start:  # written behind its zip header (`_npy_in_place`)
+        in_place = (samples, f"{_bundle_name(entry)}.npy")
+    elif spec["format"] == "npy":
+        bundles = [([paths.samples], f"{_bundle_name(entry)}.npy")]
     else:
-        bundles = [(pieces, f"{bundle_name}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
+        bundles = [(pieces, f"{_bundle_name(entry)}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
     manifest = archive.write(paths, member_zips, bundles,
-                             _manifest(spec, job, entry, output.channel_names(spec["params"]), chunks),
-                             settings.archive_compression)
+                             _manifest(spec, job, entry, entry.manifest.output.channel_names(spec["params"]), chunks),
+                             settings.archive_compression, in_place)
     shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
+
+
+def _npy_in_place(spec: JobSpec, settings: Settings) -> bool:
+    """A stored npy member can be the samples file itself; a deflated one is compressed into the archive."""
+    return spec["format"] == "npy" and settings.archive_compression == "stored"
+
+
+def _bundle_name(entry: ModelEntry) -> str:
+    """The one member of formats holding every sample in one file, without its suffix: `ecgs`."""
+    return f"{entry.manifest.output.file_prefix}s"
 
 
 def _bundle_pieces(paths: JobPaths) -> dict[str, list[Path]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import zipfile
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from deepsynthbody.jobs import JobPaths
+from deepsynthbody.samples_file import SamplesFile
 from workers import archive
 
 MEMBERS = [(f"ecg_{i:05d}.{suffix}", np.random.default_rng(i).integers(0, 256, 1000 + 37 * i, dtype=np.uint8).tobytes())
@@ -84,3 +86,61 @@ def test_a_stopped_chunk_leaves_no_listing_and_keeps_its_error(tmp_path: Path) -
         shutil.rmtree(part.parent)  # a canceled one-chunk job removes its folder while the chunk runs
         raise KeyboardInterrupt
     assert not part.parent.exists()
+
+
+@pytest.mark.parametrize("compression", ["stored", "deflated"])
+def test_an_interrupted_archive_step_is_redone_to_the_same_bytes(tmp_path: Path, compression: str) -> None:
+    """The archive is built on the first chunk's part: doing the step again (an RQ retry) finds that part
+    already extended with the other entries and a directory, and must use only its own entries."""
+    first, manifest = _archive(tmp_path, [5, 9], compression, "retried")
+    paths = JobPaths(tmp_path, "retried")
+    parts = sorted(paths.parts.glob("*.members.zip"))
+    again = archive.write(paths, parts, [([paths.parts / "00000.ndjson", paths.parts / "00001.ndjson"], "ecgs.ndjson")],
+                          {"job_id": "same"}, compression)
+    assert paths.archive.read_bytes() == first
+    assert again == manifest
+
+
+def _samples_archive(tmp_path: Path, job: str, rows: np.ndarray, order: list[int]) -> JobPaths:
+    """An npy job's archive: its samples written behind the member's zip header, batches in `order`."""
+    paths = JobPaths(tmp_path, job)
+    paths.parts.mkdir(parents=True)
+    samples = SamplesFile.create(paths.samples, rows.dtype, rows.shape, archive.member_header("ecgs.npy"))
+    for start in order:
+        samples.write(start, rows[start:start + 3])
+    with archive.MemberZip(paths.parts / "00000.members.zip", "stored"):
+        pass  # npy makes no per-sample members
+    archive.write(paths, [paths.parts / "00000.members.zip"], [], {"job_id": "same"}, "stored",
+                  (SamplesFile(paths.samples), "ecgs.npy"))
+    return paths
+
+
+def test_npy_samples_become_the_archive_without_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive, "_HASH_BLOCK", 4096)  # several blocks: the CRC and sha256 run over both buffers
+    rows = np.random.default_rng(3).integers(-3000, 3000, (10, 500, 8), dtype=np.int16)
+    paths = _samples_archive(tmp_path, "npy", rows, [6, 0, 9, 3])  # chunks finish in any order
+    expected = io.BytesIO()
+    np.save(expected, rows)
+    with zipfile.ZipFile(paths.archive) as result:
+        assert result.testzip() is None
+        assert result.namelist() == ["ecgs.npy", "manifest.json"]
+        assert result.read("ecgs.npy") == expected.getvalue()  # what np.save writes, byte for byte
+        manifest = json.loads(result.read("manifest.json"))
+    assert manifest["files"] == [{"name": "ecgs.npy", "bytes": len(expected.getvalue()),
+                                  "sha256": hashlib.sha256(expected.getvalue()).hexdigest()}]
+    assert paths.samples.samefile(paths.archive)  # one file, two names: the stream reads it, clients download it
+    assert np.array_equal(SamplesFile(paths.samples).read(2, 5), rows[2:7])
+
+    whole = paths.archive.read_bytes()
+    archive.write(paths, [paths.parts / "00000.members.zip"], [], {"job_id": "same"}, "stored",
+                  (SamplesFile(paths.samples), "ecgs.npy"))  # an interrupted archive step, redone
+    assert paths.archive.read_bytes() == whole
+    assert _samples_archive(tmp_path, "in-order", rows, [0, 3, 6, 9]).archive.read_bytes() == whole
+
+
+def test_a_file_not_behind_the_named_member_header_is_refused(tmp_path: Path) -> None:
+    paths = JobPaths(tmp_path, "wrong-name")
+    paths.root.mkdir()
+    samples = SamplesFile.create(paths.samples, np.dtype(np.int16), (2, 4), archive.member_header("ecgs.npy"))
+    with pytest.raises(ValueError, match="not behind the local header of a member named images.npy"):
+        archive.write(paths, [], [], {}, "stored", (samples, "images.npy"))
