@@ -184,6 +184,12 @@ class Service:
         self.redis.stop()
 
 
+def settle() -> None:
+    """Let the files earlier measurements wrote reach the disk first, so that no measurement shares the cores
+    with writing back another's gigabytes."""
+    os.sync()
+
+
 def end_to_end(client: httpx.Client, body: dict[str, Any], sink: Path) -> float:
     """Seconds from POST until the archive is fully downloaded."""
     started = time.perf_counter()
@@ -312,6 +318,7 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
                 with httpx.Client(base_url=service.url, timeout=120) as client:
                     end_to_end(client, {"num_samples": 2 * workers, "format": "npy"}, sink)  # load sessions
                     for fmt in formats:
+                        settle()
                         seconds = end_to_end(client, {"num_samples": n, "seed": 1, "format": fmt}, sink)
                         results.add(f"service {fmt}, {workers} worker(s)", n / seconds)
                     if workers == worker_counts[0]:
@@ -328,6 +335,7 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
                   "process(es) (no worker consumes the jobs):", flush=True)
             service = Service(data, 0, queue="bench-enqueue", api_processes=api_processes)
             try:
+                settle()
                 latencies = sorted(asyncio.run(_latencies_under_load(service.url, clients, max(1, requests // clients))))
                 results.add(f"enqueue p50, {api_processes} API process(es)", 1000 * statistics.median(latencies), "ms")
                 results.add(f"enqueue p99, {api_processes} API process(es)",

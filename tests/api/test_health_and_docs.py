@@ -24,4 +24,7 @@ def test_openapi_documents_every_request_body_with_an_example(client: httpx.Clie
     generate = spec["paths"]["/generate/{category}/{subcategory}"]["post"]
     examples = generate["requestBody"]["content"]["application/json"]["examples"]
     assert any(e["value"]["format"] == "wfdb" for e in examples.values())
+    assert [(p["name"], p["in"], p["required"]) for p in generate["parameters"]] == [
+        ("category", "path", True), ("subcategory", "path", True)]
+    assert generate["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobCreated")
     assert client.get("/docs").status_code == 200
