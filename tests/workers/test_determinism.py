@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
@@ -51,3 +52,21 @@ def test_batch_size_1_and_7_give_identical_files(settings: Settings, ecg_model_d
         archives.append(zipfile.ZipFile(settings.jobs_dir / spec["job_id"] / "result.zip"))
     one, seven = ({n: a.read(n) for n in a.namelist() if n != "manifest.json"} for a in archives)
     assert one == seven and len(one) in (1, 18)
+
+
+def test_stored_and_deflated_npy_archives_hold_the_same_array(settings: Settings, ecg_model_dir: Path) -> None:
+    """Stored: the samples file is the archive (the array written behind its zip header). Deflated: the array
+    is compressed into a separate archive. The member is the same .npy either way."""
+    members = {}
+    for compression in ("stored", "deflated"):
+        spec = _spec(f"npy-{compression}", "npy")
+        tasks.run(spec, settings.model_copy(update={"archive_compression": compression}))
+        job = settings.jobs_dir / spec["job_id"]
+        with zipfile.ZipFile(job / "result.zip") as result:
+            assert result.testzip() is None
+            info = result.getinfo("ecgs.npy")
+            assert info.compress_type == (zipfile.ZIP_STORED if compression == "stored" else zipfile.ZIP_DEFLATED)
+            members[compression] = result.read("ecgs.npy")
+        assert (job / "samples.npy").samefile(job / "result.zip") == (compression == "stored")
+    assert members["stored"] == members["deflated"]
+    assert np.load(io.BytesIO(members["stored"])).shape == (9, 5000, 12)
