@@ -5,7 +5,7 @@ flat however large the job (mapped pages of a 1.6 GB array would count against b
 
 The array may sit behind a zip local file header (`prefix`): an npy job's file is then its archive's first
 member in place, and finishing the archive means filling in that header and writing the directory after
-the array, not copying the array (`workers.archive.finish_in_place`).
+the array, not copying the array (`workers.archive.write`).
 """
 
 from __future__ import annotations
@@ -80,4 +80,3 @@ class SamplesFile:
         rows = np.fromfile(self.path, dtype=self.dtype, count=count * self.row_items,
                            offset=self.offset + start * self.row_bytes)
         return rows.reshape(count, *self.shape[1:])
-

@@ -136,7 +136,8 @@ def _finish_in_place(fh: Any, samples: SamplesFile, name: str) -> Placed:
     info.CRC, sha256 = _digests(fh.fileno(), samples.start, info.file_size)
     info.header_offset = 0
     header = info.FileHeader(zip64=True)
-    if len(header) != samples.start:
+    placed = os.pread(fh.fileno(), samples.start, 0)[zipfile.sizeFileHeader:]
+    if len(header) != samples.start or not placed.startswith(name.encode()):
         raise ValueError(f"{samples.path} is not behind the local header of a member named {name}")
     os.pwrite(fh.fileno(), header, 0)
     return [info], samples.end, [{"name": name, "bytes": info.file_size, "sha256": sha256}]

@@ -59,7 +59,7 @@ def _raw_selectors(body: bytes) -> tuple[str | None, int | None]:
 def _new_job_id_and_seed() -> tuple[str, int]:
     """An unguessable job id (it is what lets a client read the results) and a seed, from one system call."""
     token = os.urandom(24)
-    return token[:16].hex(), int.from_bytes(token[16:]) >> 11  # 53 random bits: 0 .. MAX_SERVICE_SEED
+    return token[:16].hex(), int.from_bytes(token[16:]) & MAX_SERVICE_SEED  # 53 random bits
 
 
 def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:

@@ -15,6 +15,7 @@ import pytest
 import wfdb
 from redis import Redis
 
+from app.routes.generate import _new_job_id_and_seed
 from deepsynthbody.settings import Settings
 from tests.conftest import ECG, submit, wait_finished, wait_generating
 
@@ -125,6 +126,13 @@ def test_service_picks_a_seed_and_reports_it(client: httpx.Client) -> None:
     assert isinstance(created["seed"], int) and 0 <= created["seed"] < 2**53
     job = wait_finished(client, created["job_id"])
     assert job["seed"] == created["seed"] == job["request"]["seed"]
+
+
+def test_job_ids_are_random_hex_and_picked_seeds_use_all_53_bits() -> None:
+    drawn = [_new_job_id_and_seed() for _ in range(2000)]
+    ids, seeds = [job_id for job_id, _ in drawn], [seed for _, seed in drawn]
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert all(0 <= s <= 2**53 - 1 for s in seeds) and max(seeds) >= 2**52 and len(set(seeds)) == len(seeds)
 
 
 def test_job_resource_reports_progress_and_timestamps(client: httpx.Client) -> None:
