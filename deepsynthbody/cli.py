@@ -179,7 +179,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--formats", nargs="+", default=["npy", "wfdb", "csv", "asc", "json"])
     bench.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="worker counts to measure")
     bench.add_argument("--clients", type=int, default=50, help="concurrent clients for the enqueue latency")
-    bench.add_argument("--requests", type=int, default=2000, help="requests for the enqueue latency")
+    bench.add_argument("--requests", type=int, default=10_000,
+                       help="requests for the enqueue latency (seconds of load, not one: a single stall of the "
+                       "machine is not the p99)")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_bench)
 
