@@ -88,12 +88,13 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     member_zips = sorted(paths.parts.glob(f"*{MEMBER_ZIP}"))
-    samples = SamplesFile(paths.samples)
     in_place, bundles = None, []
-    if spec["format"] == "npy" and samples.start:  # written behind its zip header (`_npy_in_place`)
-        in_place = (samples, f"{_bundle_name(entry)}.npy")
-    elif spec["format"] == "npy":
-        bundles = [([paths.samples], f"{_bundle_name(entry)}.npy")]
+    if spec["format"] == "npy":
+        samples, name = SamplesFile(paths.samples), f"{_bundle_name(entry)}.npy"
+        if samples.start:  # written behind its zip header (`_npy_in_place`): finished where it is
+            in_place = (samples, name)
+        else:
+            bundles = [([paths.samples], name)]
     else:
         bundles = [(pieces, f"{_bundle_name(entry)}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
     manifest = archive.write(paths, member_zips, bundles,
