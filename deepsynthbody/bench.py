@@ -39,8 +39,11 @@ class Results:
 
     def add(self, what: str, value: float, unit: str = "ECG/s") -> None:
         self.rows.append((what, value, unit))
-        shown = f"{value:.4g}" if unit in ("%", "uV") else f"{value:,.1f}"  # differences keep their precision
-        print(f"  {what}: {shown} {unit}", flush=True)
+        print(f"  {what}: {shown(value, unit)} {unit}", flush=True)
+
+
+def shown(value: float, unit: str) -> str:
+    return f"{value:.4g}" if unit in ("%", "uV") else f"{value:,.1f}"  # differences keep their precision
 
 
 def machine() -> dict[str, Any]:
@@ -318,16 +321,14 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
             service = Service(data, 0, queue="bench-enqueue", api_processes=api_processes)
             try:
                 settle()
-                latencies = sorted(asyncio.run(_latencies_under_load(service.url, clients, max(1, requests // clients))))
-                results.add(f"enqueue p50, {api_processes} API process(es)", 1000 * statistics.median(latencies), "ms")
-                results.add(f"enqueue p99, {api_processes} API process(es)",
-                            1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
-                floor = sorted(asyncio.run(_latencies_under_load(service.url, clients, max(1, requests // clients),
-                                                              path="/healthz")))
-                results.add(f"floor: GET /healthz p50, same load, {api_processes} API process(es)",
-                            1000 * statistics.median(floor), "ms")
-                results.add(f"floor: GET /healthz p99, same load, {api_processes} API process(es)",
-                            1000 * floor[int(0.99 * (len(floor) - 1))], "ms")
+                per_client = max(1, requests // clients)
+                for label, path in (("enqueue", None), ("floor: GET /healthz", "/healthz")):
+                    latencies = sorted(asyncio.run(_latencies_under_load(service.url, clients, per_client, path)))
+                    same_load = ", same load" if path else ""
+                    results.add(f"{label} p50{same_load}, {api_processes} API process(es)",
+                                1000 * statistics.median(latencies), "ms")
+                    results.add(f"{label} p99{same_load}, {api_processes} API process(es)",
+                                1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
             finally:
                 service.stop()
                 shutil.rmtree(data / "redis", ignore_errors=True)  # the next service starts with an empty Redis
@@ -374,6 +375,5 @@ def table(results: Results) -> str:
             lines.append(f"| {what} | {value:,.1f} ECG/s | {value / raw:.2f} | {value / raw_v1:.2f} | "
                          f"{value / original:.1f} |")
         else:
-            shown = f"{value:.4g}" if unit in ("%", "uV") else f"{value:,.1f}"
-            lines.append(f"| {what} | {shown} {unit} | | | |")
+            lines.append(f"| {what} | {shown(value, unit)} {unit} | | | |")
     return "\n".join(lines)

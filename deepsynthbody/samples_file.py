@@ -69,7 +69,7 @@ class SamplesFile:
         return cls(path)
 
     def write(self, start: int, rows: np.ndarray) -> None:
-        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        data = np.ascontiguousarray(rows, dtype=self.dtype)  # written from its own buffer, not a copy
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.pwrite(fd, data, self.offset + start * self.row_bytes)
