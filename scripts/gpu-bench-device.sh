@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run `deepsynthbody bench-gpu` on a lent GPU machine (the device tool), from the repository root there.
 # Before it, earlier calls on the same warm machine copied the onnxruntime-gpu chunks that
-# ../shared/tools/ort-gpu-chunks.sh prepares into /tmp/ortc; this call carries .whl (the service's
+# ort-gpu-chunks.sh (a tool of the developers', not of this repository) prepares into /tmp/ortc; this call carries .whl (the service's
 # pure-Python dependencies the machine lacks, as cp312 wheels) and one built ECG version, e.g.
 # data/models/cardiovascular/ecg/pulse2pulse-ecg/2 (48 MB; both versions exceed the 64 MiB a call carries).
 set -euo pipefail

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, submit, wait_finished
+from model_store.recipes.singan_seg import GI_TRACT_IMAGE as TRAINING_IMAGE
+from tests.conftest import submit, wait_finished
 
 GI = "/generate/digestive/gi-tract"
-TRAINING_IMAGE = ROOT.parent / "shared" / "data" / "gi-tract" / "polyp_with_4_channels.png"
 COUNT = 12
 
 

@@ -16,15 +16,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from model_store.recipes.singan_seg import GI_TRACT_IMAGE as IMAGE
 from model_store.recipes.singan_seg import export, train
 from model_store.recipes.singan_seg.model import Pyramid, cascade
 
-IMAGE = Path(__file__).resolve().parents[3] / "shared" / "data" / "gi-tract" / "polyp_with_4_channels.png"
 TOLERANCE = 1e-4
 TINY_ARGS = ["--max-size", "32", "--min-size", "16", "--scale-factor", "0.75", "--channels", "8"]
 TINY_ARGS += ["--iters", "6", "--seed", "0", "--threads", "1", "--log-every", "2"]
-
-pytestmark = pytest.mark.skipif(not IMAGE.exists(), reason=f"training image not found at {IMAGE}")
 
 
 def train_tiny(out: Path) -> Path:

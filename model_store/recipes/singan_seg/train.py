@@ -1,6 +1,7 @@
 """Train a SinGAN-Seg pyramid on one 4-channel (RGB + mask) image.
 
-python -m model_store.recipes.singan_seg.train --image PATH --out DIR \
+python -m model_store.recipes.singan_seg.train \
+    --image model_store/recipes/singan_seg/training_images/gi-tract/polyp_with_4_channels.png --out DIR \
     --max-size 128 --min-size 25 --scale-factor 0.75 --channels 32 \
     --iters 500 --seed 0 --threads 1
 
