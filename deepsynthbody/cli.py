@@ -125,10 +125,57 @@ def _models_preview(args: argparse.Namespace) -> None:
     from workers.preview import render
 
     category, _, subcategory = args.model.partition("/")
+    if not subcategory:
+        raise CommandError(f"name the model as CATEGORY/SUBCATEGORY (e.g. cardiovascular/ecg), not {args.model!r}")
     settings = get_settings()
-    entry = settings.model_store().resolve(category, subcategory, version=args.version)
-    params = {key: json.loads(value) for key, value in (p.split("=", 1) for p in args.param)}
+    store = settings.model_store()
+    _build_recipe_models(store, category, subcategory)
+    entry = store.resolve(category, subcategory, version=args.version)
+    params = _checked_params(entry.manifest, args)
     print(render(entry, settings, Path(args.out), args.count, args.seed, params))
+
+
+def _build_recipe_models(store, category: str, subcategory: str) -> None:  # noqa: ANN001 - ModelStore
+    """A model built by a recipe of this repository (the ECG) is built on first use, as `serve` does."""
+    from model_store.build import build, missing
+
+    if any((r.category, r.subcategory) == (category, subcategory) for r in missing(store)):
+        try:
+            import torch  # noqa: F401 - only the export recipes need it
+        except ImportError:
+            raise CommandError(f"{category}/{subcategory} is built from its recipe, which needs torch: "
+                               "pip install -e '.[export]', then run this again") from None
+        for path in build(store):
+            log.info("built %s", path)
+
+
+def _checked_params(manifest, args: argparse.Namespace) -> dict[str, object]:  # noqa: ANN001 - Manifest
+    """`--param NAME=JSON_VALUE` pairs, validated like the same fields of an HTTP request to the model."""
+    from pydantic import ValidationError
+
+    from app.request_models import parse
+
+    params: dict[str, object] = {}
+    for pair in args.param:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--param {pair!r}: write NAME=VALUE, e.g. --param leads=12")
+        if name not in manifest.parameters:
+            known = ", ".join(manifest.parameters) or "none"
+            raise CommandError(f"--param {name}: {manifest.id} has no such parameter (its parameters: {known})")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value  # a bare word: validated (and refused, if need be) below
+    body = {"num_samples": args.count, "seed": args.seed, **params}
+    try:
+        parse(manifest, max(args.count, 1), json.dumps(body).encode())
+    except ValidationError as exc:
+        flags = {"num_samples": "--count", "seed": "--seed"}
+        problems = "; ".join(
+            f"{flags.get(str(e['loc'][0]), '--param ' + str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        raise CommandError(problems) from None
+    return params
 
 
 def _bench_gpu(args: argparse.Namespace) -> None:
@@ -146,83 +193,162 @@ def _bench(args: argparse.Namespace) -> None:
         out=Path(args.json) if args.json else None)
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="deepsynthbody", description=__doc__)
-    top.add_argument("--log-level", default="INFO")
-    commands = top.add_subparsers(dest="command", required=True)
+def _count(minimum: int):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
 
-    serve = commands.add_parser("serve", help="API + workers (+ a private Redis when no Redis URL is set)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (0: API only)")
-    serve.add_argument("--data-dir", help="results, built models and the private Redis (default ./data)")
+    parse.__name__ = "number"
+    return parse
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one worth showing (not None, [], False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, [], False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(commands: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows what it does and every option's default."""
+    return commands.add_parser(name, help=summary, description=summary[:1].upper() + summary[1:] + ".",
+                               formatter_class=_HelpWithDefaults)
+
+
+def _data_dir(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data-dir", default=argparse.SUPPRESS,
+                         help="results, built models and the private Redis (default: $DSB_DATA_DIR, else ./data)")
+
+
+def _listen(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (0.0.0.0: every interface, reachable from other machines)")
+    command.add_argument("--port", type=_count(1), default=8000, help="TCP port to listen on")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="deepsynthbody", description=__doc__,
+                                  formatter_class=_HelpWithDefaults)
+    top.add_argument("--log-level", default="INFO", type=str.upper,
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="how much the command logs")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _command(commands, "serve", "run the API and its workers, with a private Redis when no Redis URL is set")
+    _listen(serve)
+    serve.add_argument("--workers", type=_count(0), default=1, help="worker processes (0: the API only)")
+    _data_dir(serve)
     serve.set_defaults(func=_serve)
 
-    api = commands.add_parser("api", help="the HTTP API only (needs DSB_REDIS_URL)")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--processes", type=int, default=1)
-    api.add_argument("--data-dir")
+    api = _command(commands, "api", "run the HTTP API only (needs DSB_REDIS_URL)")
+    _listen(api)
+    api.add_argument("--processes", type=_count(1), default=1, help="API processes sharing the port")
+    _data_dir(api)
     api.set_defaults(func=_api)
 
-    worker = commands.add_parser("worker", help="RQ generation workers (need DSB_REDIS_URL)")
-    worker.add_argument("--workers", type=int, default=1, help="worker processes on this host")
+    worker = _command(commands, "worker", "run RQ generation workers (need DSB_REDIS_URL)")
+    worker.add_argument("--workers", type=_count(1), default=1, help="worker processes on this host")
     worker.add_argument("--queues", nargs="*", help="queues to listen on (default: the generation queue)")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    worker.add_argument("--data-dir")
+    _data_dir(worker)
     worker.set_defaults(func=_worker)
 
-    bench = commands.add_parser("bench", help="measure the original package, raw ONNX and the service end to end")
-    bench.add_argument("--n", type=int, default=4000, help="ECGs per end-to-end job (above DSB_CHUNK_SIZE, so 2 workers share it)")
-    bench.add_argument("--rss-n", type=int, default=20_000, help="ECGs of the job whose worker memory is measured")
-    bench.add_argument("--original-n", type=int, default=48, help="ECGs made by the original package")
-    bench.add_argument("--formats", nargs="+", default=["npy", "wfdb", "csv", "asc", "json"])
-    bench.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="worker counts to measure")
-    bench.add_argument("--clients", type=int, default=50, help="concurrent clients for the enqueue latency")
-    bench.add_argument("--requests", type=int, default=10_000,
+    bench = _command(commands, "bench", "measure the original package, raw ONNX and the service end to end")
+    bench.add_argument("--n", type=_count(1), default=4000,
+                       help="ECGs per end-to-end job (above DSB_CHUNK_SIZE, so 2 workers share it)")
+    bench.add_argument("--rss-n", type=_count(1), default=20_000, help="ECGs of the job whose worker memory is measured")
+    bench.add_argument("--original-n", type=_count(1), default=48, help="ECGs made by the original package")
+    bench.add_argument("--formats", nargs="+", default=["npy", "wfdb", "csv", "asc", "json"], help="formats to measure")
+    bench.add_argument("--workers", nargs="+", type=_count(1), default=[1, 2], help="worker counts to measure")
+    bench.add_argument("--clients", type=_count(1), default=50, help="concurrent clients for the enqueue latency")
+    bench.add_argument("--requests", type=_count(1), default=10_000,
                        help="requests for the enqueue latency (seconds of load, not one: a single stall of the "
                        "machine is not the p99)")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_bench)
 
-    gpu = commands.add_parser("bench-gpu", help="check and measure the GPU path on one CUDA GPU (needs the gpu extra)")
+    gpu = _command(commands, "bench-gpu", "check and measure the GPU path on one CUDA GPU (needs the gpu extra)")
     gpu.add_argument("--seconds", type=float, default=3.0, help="seconds per timed measurement")
-    gpu.add_argument("--batches", nargs="+", type=int, default=[256, 512, 1024], help="batch sizes to time")
-    gpu.add_argument("--e2e-n", type=int, default=20_000, help="ECGs of the end-to-end npy job (others: a tenth)")
+    gpu.add_argument("--batches", nargs="+", type=_count(1), default=[256, 512, 1024], help="batch sizes to time")
+    gpu.add_argument("--e2e-n", type=_count(1), default=20_000, help="ECGs of the end-to-end npy job (others: a tenth)")
     gpu.add_argument("--json", help="also write the results to this JSON file")
     gpu.add_argument("--only", nargs="*", default=[], help="run only these sections, by name")
-    gpu.add_argument("--version", type=int, help="ECG model version to measure (default: the latest)")
+    gpu.add_argument("--version", type=_count(1), help="ECG model version to measure (default: the latest)")
     gpu.set_defaults(func=_bench_gpu)
 
-    models = commands.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
-    build = models.add_parser("build", help="export the models whose recipes live here (torch needed)")
+    models = _command(commands, "models", "the model store: build, list, validate, add, preview")
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    build = _command(models_commands, "build", "export the models whose recipes live here (torch needed)")
     build.add_argument("--force", action="store_true", help="rebuild models that are installed already")
-    build.add_argument("--data-dir")
+    _data_dir(build)
     build.set_defaults(func=_models_build)
-    listing = models.add_parser("list", help="installed models and versions")
-    listing.add_argument("--data-dir")
+    listing = _command(models_commands, "list", "list installed models and versions")
+    _data_dir(listing)
     listing.set_defaults(func=_models_list)
-    check = models.add_parser("validate", help="check a candidate model folder (manifest, ONNX, shapes, sha256, licence)")
-    check.add_argument("path")
+    check = _command(models_commands, "validate",
+                     "check a candidate model folder (manifest, ONNX, shapes, sha256, licence)")
+    check.add_argument("path", help="the model folder: model.onnx and manifest.json")
     check.set_defaults(func=_models_validate)
-    add = models.add_parser("add", help="validate a model folder and install it as a new version")
-    add.add_argument("path")
-    add.add_argument("--data-dir")
+    add = _command(models_commands, "add", "validate a model folder and install it as a new version")
+    add.add_argument("path", help="the model folder: model.onnx and manifest.json")
+    _data_dir(add)
     add.set_defaults(func=_models_add)
-    preview = models.add_parser("preview", help="plot a few samples of a model (no server needed)")
+    preview = _command(models_commands, "preview", "plot a few samples of a model (no server needed)")
     preview.add_argument("model", help="CATEGORY/SUBCATEGORY, e.g. digestive/gi-tract")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--count", type=int, default=8)
-    preview.add_argument("--seed", type=int, default=0)
-    preview.add_argument("--version", type=int)
-    preview.add_argument("--param", action="append", default=[], help="a model parameter, NAME=JSON_VALUE (repeatable)")
-    preview.add_argument("--data-dir")
+    preview.add_argument("--count", type=_count(1), default=8, help="samples to plot")
+    preview.add_argument("--seed", type=_count(0), default=0, help="seed of the samples")
+    preview.add_argument("--version", type=_count(1), help="model version (default: the latest)")
+    preview.add_argument("--param", action="append", default=[],
+                         help="a model parameter, NAME=VALUE, e.g. leads=12 (repeatable; the model card lists them)")
+    _data_dir(preview)
     preview.set_defaults(func=_models_preview)
     return top
 
 
+class CommandError(Exception):
+    """A mistake in how the command was called: reported as one line that says what to fix."""
+
+
+def _one_line(exc: BaseException) -> str:
+    from deepsynthbody.errors import ServiceError
+
+    if isinstance(exc, ServiceError):
+        extra = "; ".join(f"{key}: {_plain(value)}" for key, value in exc.details.items())
+        return exc.message + (f" ({extra})" if extra else "")
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, CommandError) else f"{type(exc).__name__}: {text}"
+
+
+def _plain(value: object) -> str:
+    """A detail of a domain error as plain words: {"cardiovascular": ["ecg"], "urinary": []} -> cardiovascular/ecg."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}/{sub}" for key, subs in value.items() for sub in subs) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _apply(args)
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line; the traceback is at DEBUG
+        from deepsynthbody.errors import ServiceError
+
+        log.debug("%s failed", args.command, exc_info=True)
+        expected = isinstance(exc, CommandError | ServiceError)
+        hint = "" if expected else " (--log-level DEBUG shows where)"
+        command = " ".join(filter(None, ["deepsynthbody", args.command, getattr(args, "models_command", None)]))
+        print(f"{command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        raise SystemExit(1) from None

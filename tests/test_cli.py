@@ -1,0 +1,69 @@
+"""The command line: every mistake is one line saying what to fix, and --help shows what options do and default to."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepsynthbody.settings import Settings
+from tests.conftest import ROOT, environment
+
+
+def deepsynthbody(settings: Settings, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deepsynthbody", *args], cwd=cwd, env=environment(settings),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--param", "leads=10"], ["--param leads", "8 or 12"]),
+        (["--param", "leads=twelve"], ["--param leads", "8 or 12"]),
+        (["--param", "leads"], ["NAME=VALUE"]),
+        (["--param", "lead=12"], ["no such parameter", "leads"]),
+        (["--version", "7"], ["no version 7", "1, 2"]),
+    ],
+)
+def test_a_bad_preview_request_is_one_line(settings: Settings, ecg_model_dir: Path, tmp_path: Path,
+                                           args: list[str], says: list[str]) -> None:
+    done = deepsynthbody(settings, "models", "preview", "cardiovascular/ecg", "--out", str(tmp_path / "x.png"), *args)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepsynthbody models preview: error: "), done.stderr
+    assert all(s in lines[0] for s in says), lines[0]
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("model", ["cardio/ecg", "cardiovascular/eeg", "ecg"])
+def test_an_unknown_model_is_one_line_naming_what_exists(settings: Settings, ecg_model_dir: Path, tmp_path: Path,
+                                                         model: str) -> None:
+    done = deepsynthbody(settings, "models", "preview", model, "--out", str(tmp_path / "x.png"))
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "cardiovascular/ecg" in line and "Traceback" not in line, line
+
+
+def test_a_good_preview_draws_a_png(settings: Settings, ecg_model_dir: Path, tmp_path: Path) -> None:
+    done = deepsynthbody(settings, "models", "preview", "cardiovascular/ecg", "--param", "leads=12", "--count", "2",
+                         "--out", str(tmp_path / "ecg.png"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ecg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_serve_help_explains_every_option_with_its_default(settings: Settings) -> None:
+    done = deepsynthbody(settings, "serve", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for option, default in [("--host", "127.0.0.1"), ("--port", "8000"), ("--workers", "1")]:
+        assert option in text and f"(default: {default})" in text, (option, text)
+    assert "--data-dir" in text and "./data" in text
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "http"], ["serve", "--workers", "-1"], ["--log-level", "loud", "serve"]])
+def test_bad_flags_are_usage_errors_not_tracebacks(settings: Settings, args: list[str]) -> None:
+    done = deepsynthbody(settings, *args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "error: argument" in done.stderr.splitlines()[-1], done.stderr
