@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from model_store.manifest import Manifest, Parameter
 
 MAX_SEED = 2**63 - 1
-_PY_TYPES: dict[str, type] = {"integer": int, "number": float, "boolean": bool}
+
+
+def _integral(value: Any) -> Any:
+    """1.0 is the integer 1 in JSON (and in JSON Schema, so in the OpenAPI document): accept it as one."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+OptionalInteger = Annotated[int | None, BeforeValidator(_integral)]  # not `Integer | None`: its JSON schema loses the bounds
+_PY_TYPES: dict[str, Any] = {"integer": Integer, "number": float, "boolean": bool}
 
 
 def _parameter_field(param: Parameter) -> tuple[Any, Any]:
@@ -31,11 +40,11 @@ def example(manifest: Manifest) -> dict[str, Any]:
 def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
     manifest = Manifest.model_validate_json(manifest_json)
     fields: dict[str, Any] = {
-        "num_samples": (int, Field(1, ge=1, le=max_samples, description=f"How many samples, 1 to {max_samples}.")),
-        "seed": (int | None, Field(None, ge=0, le=MAX_SEED, description="Same seed, same samples. Omit: the service picks one and returns it.")),
+        "num_samples": (Integer, Field(1, ge=1, le=max_samples, description=f"How many samples, 1 to {max_samples}.")),
+        "seed": (OptionalInteger, Field(None, ge=0, le=MAX_SEED, description="Same seed, same samples. Omit: the service picks one and returns it.")),
         "format": (Literal[tuple(manifest.formats)], Field(manifest.formats[0], description="File format of the archive.")),
         "model": (Literal[manifest.id] | None, Field(None, description="Model id, when a subcategory has several.")),
-        "version": (int | None, Field(None, ge=1, description="Model version; omit for the latest.")),
+        "version": (OptionalInteger, Field(None, ge=1, description="Model version; omit for the latest.")),
     }
     if manifest.variants:
         fields["precision"] = (Literal[tuple(manifest.precisions)], Field(
@@ -43,7 +52,8 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
             + "; ".join(f"{name}: {v.description}" for name, v in manifest.variants.items())))
     fields |= {name: _parameter_field(p) for name, p in manifest.parameters.items()}
     title = "".join(part.capitalize() for part in manifest.id.split("-")) + "Request"
-    config = ConfigDict(extra="forbid", strict=True, title=title, json_schema_extra={"examples": [example(manifest)]})
+    # NaN and Infinity are not JSON (the parser takes them): refused like any other invalid number
+    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, title=title, json_schema_extra={"examples": [example(manifest)]})
     return create_model(title, __config__=config, **fields)
 
 

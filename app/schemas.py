@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobState(str, Enum):
@@ -94,3 +94,34 @@ class Catalog(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, Any]
+    problems: list[str]
+
+
+class NotReady(Readiness):
+    """/readyz when something is missing: `problems` lists it, `message` says it in one sentence."""
+
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error but a 422: `message` says what happened and what to do; `detail` holds the same words (older
+    clients read it); some errors add fields (`available`, `versions`, `status`, `progress`, `error`)."""
+
+    model_config = ConfigDict(extra="allow")
+    message: str
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where: 'body', then the field")
+    msg: str
+    type: str
+    input: Any = Field(None, description="What was sent there, shortened")
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    """A 422: `message` lists every problem in one sentence, `detail` one object per problem."""
+
+    message: str
+    detail: list[ValidationIssue]

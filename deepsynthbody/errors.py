@@ -4,9 +4,11 @@
 class ServiceError(Exception):
     status_code = 500
 
-    def __init__(self, message: str, **details: object) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, **details: object) -> None:
+        """`message` says what happened; `hint`, when given, what to do about it (the API's `message` joins both)."""
         super().__init__(message)
         self.message = message
+        self.hint = hint
         self.details = details
 
 
@@ -16,6 +18,10 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status_code = 409
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
 
 
 class ModelInvalid(ServiceError):
