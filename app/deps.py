@@ -6,11 +6,14 @@ hop per dependency per request, measured as a large part of the enqueue latency 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from redis import Redis
 
+from app.errors import echo
+from deepsynthbody.errors import NotFound
 from deepsynthbody.settings import Settings
 from model_store.store import ModelStore
 
@@ -30,3 +33,21 @@ async def get_store(request: Request) -> ModelStore:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
+
+
+JOB_ID_PATTERN = "^[0-9a-f]{1,64}$"  # the service makes 32 of these (app.routes.generate._new_job_id_and_seed)
+_JOB_ID = re.compile(JOB_ID_PATTERN[1:-1])
+
+
+async def get_job_id(
+    job_id: Annotated[str, Path(description="The `job_id` POST /generate/... returned: 32 lowercase hex characters",
+                                json_schema_extra={"pattern": JOB_ID_PATTERN})],
+) -> str:
+    """Every /jobs route's id, checked before anything reads Redis: anything else is an id no job has."""
+    if _JOB_ID.fullmatch(job_id) is None:
+        raise NotFound(f"no job {echo(job_id)!r}: job ids are 32 lowercase hexadecimal characters, "
+                       "as returned by POST /generate/{category}/{subcategory}")
+    return job_id
+
+
+JobIdDep = Annotated[str, Depends(get_job_id)]

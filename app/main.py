@@ -11,6 +11,8 @@ from rq.serializers import JSONSerializer
 
 from app import errors
 from app.enqueue import Enqueuer
+from app.middleware import StripTrailingSlash
+from app.openapi import OpenAPIDocument
 from app.routes import health, jobs, models
 from app.routes.generate import make_router
 from deepsynthbody import __version__
@@ -28,16 +30,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.redis_url:
         raise RuntimeError("set DSB_REDIS_URL (or REDIS_URL), or run `deepsynthbody serve`, which starts a private Redis")
     store = settings.model_store()
-    app = FastAPI(title="DeepSynthBody", version=__version__, description=DESCRIPTION)
+    # no redirects for a trailing slash: StripTrailingSlash serves `/models/` as `/models`
+    app = FastAPI(title="DeepSynthBody", version=__version__, description=DESCRIPTION, redirect_slashes=False)
     app.state.settings = settings
     app.state.store = store
     app.state.redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
     app.state.enqueuer = Enqueuer(Queue(settings.queue, connection=app.state.redis, serializer=JSONSerializer), settings)
     errors.install(app)
-    app.include_router(make_router(store, settings.max_samples))
+    app.include_router(make_router())
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.add_middleware(StripTrailingSlash)
+    app.openapi = OpenAPIDocument(app, store, settings.max_samples)  # type: ignore[method-assign]
     # Everything built so far (FastAPI, pydantic schemas, the catalog) lives as long as the process: keep it
     # out of the garbage collector's full collections, which otherwise pause a busy API for ~0.2 s (measured
     # as the enqueue latency's p99 under 50 concurrent clients).

@@ -11,37 +11,29 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app import request_models
+from app.errors import echo, responses
 from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
+from deepsynthbody.errors import UnsupportedMediaType
 from deepsynthbody.jobs import JobSpec, plan_chunks
 from deepsynthbody.settings import Settings
-from model_store.store import ModelEntry, ModelStore
+from model_store.store import ModelEntry
 
 MAX_SERVICE_SEED = 2**53 - 1  # seeds the service picks stay exact in every JSON client
-PATH_PARAMETERS = [
-    {"name": "category", "in": "path", "required": True, "schema": {"type": "string"},
-     "description": "Body system, e.g. cardiovascular (GET /models lists them)"},
-    {"name": "subcategory", "in": "path", "required": True, "schema": {"type": "string"},
-     "description": "Subcategory of the body system, e.g. ecg"},
-]
 
 
-def openapi_request_body(store: ModelStore, max_samples: int) -> dict[str, Any]:
-    """Document one request schema and one example per installed model (the route itself is generic)."""
-    latest: dict[str, ModelEntry] = {}
-    for entry in store.entries():
-        latest[entry.manifest.id] = entry
-    schemas = [request_models.request_model(e.manifest, max_samples).model_json_schema() for e in latest.values()]
-    examples = {
-        f"{e.manifest.category}/{e.manifest.subcategory} ({e.manifest.id})": {
-            "summary": e.manifest.name,
-            "value": request_models.example(e.manifest),
-        }
-        for e in latest.values()
-    }
-    schema: dict[str, Any] = {"oneOf": schemas} if schemas else {"type": "object"}
-    body = {"required": True, "content": {"application/json": {"schema": schema, "examples": examples}}}
-    return {"parameters": PATH_PARAMETERS, "requestBody": body}
+def _is_json(content_type: str) -> bool:
+    """application/json or application/<anything>+json, with or without parameters (charset=utf-8)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _check_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type and not _is_json(content_type):  # none at all is read as JSON
+        raise UnsupportedMediaType(
+            f"the body was sent as {echo(content_type)}, not JSON",
+            hint="send it as JSON with the header `Content-Type: application/json` (curl: -H 'content-type: application/json')")
 
 
 def _raw_selectors(body: bytes) -> tuple[str | None, int | None]:
@@ -53,6 +45,8 @@ def _raw_selectors(body: bytes) -> tuple[str | None, int | None]:
     if not isinstance(document, dict):
         return None, None
     model, version = document.get("model"), document.get("version")
+    if type(version) is float and version.is_integer():
+        version = int(version)  # as validation reads it
     return (model if isinstance(model, str) else None, version if type(version) is int else None)
 
 
@@ -70,7 +64,7 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
         raise RequestValidationError(errors) from None
 
 
-def make_router(store: ModelStore, max_samples: int) -> APIRouter:
+def make_router() -> APIRouter:
     router = APIRouter(tags=["generate"])
 
     @router.post(
@@ -80,17 +74,17 @@ def make_router(store: ModelStore, max_samples: int) -> APIRouter:
         summary="Queue a generation job",
         description="Validated against the model's manifest; returns the job id at once. "
         "Poll /jobs/{id}, then download /jobs/{id}/result or read /jobs/{id}/stream.",
-        openapi_extra=openapi_request_body(store, max_samples),
-        responses={404: {"description": "Unknown body system, subcategory, model or version"},
-                   422: {"description": "Invalid body: the message says what to fix"},
-                   503: {"description": "Job queue unreachable; retry after Retry-After seconds"}},
-    )
+        responses={202: {"headers": {"Location": {"description": "The job: /jobs/{job_id}", "schema": {"type": "string"}}}},
+                   **responses(404, 415, 422, 503, descriptions={
+                       404: "Unknown model or version: the body lists what is installed"})},
+    )  # documented as one path per installed subcategory, each with its own body schema (app/openapi.py)
     async def generate(request: Request) -> Response:
         # The busiest route takes the Request alone and returns its response as bytes: FastAPI's parameter
         # resolution and response-model validation cost more per request than the rest of this handler
         # (measured under 50 concurrent clients). The path parameters and the response are documented above.
         state = request.app.state
         store, settings, enqueuer = state.store, state.settings, state.enqueuer
+        _check_content_type(request)
         body = await request.body()
         model, version = _raw_selectors(body)
         entry = store.resolve(request.path_params["category"], request.path_params["subcategory"], model, version)

@@ -9,6 +9,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 
 from app.deps import RedisDep, StoreDep
+from app.schemas import NotReady, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Redis reachable, a worker alive, models loaded; 503 with reasons otherwise")
+@router.get("/readyz", summary="Redis reachable, a worker alive, models loaded; 503 with reasons otherwise",
+            response_model=Readiness,
+            responses={503: {"model": NotReady, "description": "Not ready: `problems` says what is missing"}})
 def readyz(redis: RedisDep, store: StoreDep) -> JSONResponse:
     checks: dict[str, object] = {}
     problems: list[str] = []
@@ -37,4 +40,6 @@ def readyz(redis: RedisDep, store: StoreDep) -> JSONResponse:
     if not models:
         problems.append("the model store is empty: run `deepsynthbody models build`")
     body = {"ready": not problems, "checks": checks, "problems": problems}
-    return JSONResponse(body, status_code=503 if problems else 200)
+    if problems:
+        return JSONResponse(body | {"message": f"not ready: {'; '.join(problems)}"}, status_code=503)
+    return JSONResponse(body)

@@ -11,7 +11,8 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from app import job_views, streaming
-from app.deps import RedisDep, SettingsDep, StoreDep
+from app.deps import JobIdDep, RedisDep, SettingsDep, StoreDep
+from app.errors import responses
 from app.schemas import JobPublic, JobState
 from deepsynthbody.errors import Conflict, NotFound
 from deepsynthbody.jobs import JobPaths
@@ -29,18 +30,22 @@ STOP_WAIT_SECONDS = 5.0
 _ACTIVE = (JobState.queued, JobState.started)
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="Status, progress and request of a job")
-def get_job(job_id: str, redis: RedisDep) -> JobPublic:
+@router.get("/{job_id}", response_model=JobPublic, summary="Status, progress and request of a job",
+            responses=responses(404, 503))
+def get_job(job_id: JobIdDep, redis: RedisDep) -> JobPublic:
     return job_views.public(job_views.fetch(redis, job_id))
 
 
 @router.delete("/{job_id}", response_model=JobPublic, summary="Cancel a queued or running job",
-               responses={409: {"description": "The job already ended"}})
-def cancel_job(job_id: str, redis: RedisDep) -> JSONResponse:
+               description="200 once the job is canceled; 202 when a worker is still stopping it.",
+               responses={202: {"model": JobPublic, "description": "Canceled; a worker is still stopping"},
+                          **responses(404, 409, 503, descriptions={409: "The job already ended"})})
+def cancel_job(job_id: JobIdDep, redis: RedisDep) -> JSONResponse:
     view = job_views.fetch(redis, job_id)
     status = view.state
     if status not in _ACTIVE:
-        raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled", status=status.value)
+        raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled",
+                       hint="nothing was changed", status=status.value)
     for job in [view.job, *view.chunks]:  # the archive job first, so no chunk's end can start it
         job_status = job.get_status(refresh=True)
         if job_status == JobStatus.STARTED:
@@ -54,18 +59,44 @@ def cancel_job(job_id: str, redis: RedisDep) -> JSONResponse:
     return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 
 
-@router.get("/{job_id}/result", summary="The zip archive of a finished job",
-            response_class=FileResponse,
-            responses={200: {"content": {"application/zip": {}}}, 409: {"description": "The job has not finished"}})
-def get_result(job_id: str, redis: RedisDep, settings: SettingsDep) -> FileResponse:
+_RESULT_RESPONSES = {
+    200: {"description": "The archive", "content": {"application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}}},
+          "headers": {"Content-Length": {"description": "Size of the archive in bytes", "schema": {"type": "integer"}},
+                      "Content-Disposition": {"description": "attachment; filename=deepsynthbody_...zip",
+                                              "schema": {"type": "string"}}}},
+    **responses(404, 409, 503, descriptions={
+        404: "No such job, or its archive is no longer stored",
+        409: "No archive (yet): the job is queued or running, or was canceled or failed (it never will have one)"}),
+}
+
+
+def _archive_conflict(view: job_views.JobView) -> Conflict:
+    job_id, status = view.id, view.state
+    progress = view.progress
+    details = {"status": status.value, "progress": progress.model_dump()}
+    if status is JobState.canceled:
+        return Conflict(f"job {job_id} was canceled; it has no archive and never will",
+                        hint="submit the request again to generate the samples", **details)
+    if status is JobState.failed:
+        return Conflict(f"job {job_id} failed: {view.error}; it has no archive and never will",
+                        hint="see `error`, then submit the request again", error=view.error, **details)
+    return Conflict(f"job {job_id} is {status.value} ({progress.done} of {progress.total} samples made); "
+                    "its archive exists once it is finished", hint=f"poll GET /jobs/{job_id} until its status is finished",
+                    **details)
+
+
+@router.head("/{job_id}/result", summary="Size and name of a finished job's archive: GET without the body",
+             response_class=FileResponse, responses=_RESULT_RESPONSES)
+@router.get("/{job_id}/result", summary="The zip archive of a finished job", response_class=FileResponse,
+            responses=_RESULT_RESPONSES)
+def get_result(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep) -> FileResponse:
     view = job_views.fetch(redis, job_id)
-    status = view.state
-    if status is not JobState.finished:
-        raise Conflict(f"job {job_id} is {status.value}; the archive exists once it is finished",
-                       status=status.value, progress=view.progress.model_dump())
+    if view.state is not JobState.finished:
+        raise _archive_conflict(view)
     archive = JobPaths(settings.jobs_dir, job_id).archive
     if not archive.exists():
-        raise NotFound(f"the archive of job {job_id} is no longer stored")
+        raise NotFound(f"the archive of job {job_id} is no longer stored",
+                       hint="submit the request again (same seed, same samples)")
     spec = view.spec
     filename = f"deepsynthbody_{spec['model_id']}-v{spec['model_version']}_n{spec['num_samples']}_seed{spec['seed']}_{spec['format']}_{job_id[:8]}.zip"
     return ArchiveResponse(archive, media_type="application/zip", filename=filename)
@@ -73,11 +104,14 @@ def get_result(job_id: str, redis: RedisDep, settings: SettingsDep) -> FileRespo
 
 @router.get("/{job_id}/stream", summary="The job's samples as NDJSON, sent as each batch completes",
             response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-ndjson": {}}}, 409: {"description": "The job was canceled or failed"}})
-def stream(job_id: str, redis: RedisDep, store: StoreDep, settings: SettingsDep) -> StreamingResponse:
+            responses={200: {"description": "One JSON object per line: a sample, or a last line with `error`",
+                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                       **responses(404, 409, 503, descriptions={409: "The job was canceled or failed"})})
+def stream(job_id: JobIdDep, redis: RedisDep, store: StoreDep, settings: SettingsDep) -> StreamingResponse:
     view = job_views.fetch(redis, job_id)
     status = view.state
     if status in (JobState.failed, JobState.canceled):
-        raise Conflict(f"job {job_id} is {status.value}; nothing to stream", status=status.value, error=view.error)
+        raise Conflict(f"job {job_id} {'was canceled' if status is JobState.canceled else 'failed'}; nothing to stream",
+                       hint="submit the request again", status=status.value, error=view.error)
     paths = JobPaths(settings.jobs_dir, job_id)
     return StreamingResponse(streaming.ndjson(redis, store, paths, job_id), media_type="application/x-ndjson")

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.cards import latest_cards
 from app.deps import StoreDep
+from app.errors import responses
 from app.schemas import BodySystemPublic, Catalog, ModelCard, SubcategoryPublic
 from deepsynthbody.errors import NotFound
 
@@ -25,7 +26,8 @@ def catalog(store: StoreDep) -> Catalog:
     )
 
 
-@router.get("/{category}/{subcategory}", response_model=list[ModelCard], summary="Model cards of one subcategory")
+@router.get("/{category}/{subcategory}", response_model=list[ModelCard], summary="Model cards of one subcategory",
+            responses=responses(404, descriptions={404: "No models there: `available` lists what exists"}))
 def subcategory_cards(category: str, subcategory: str, store: StoreDep) -> list[ModelCard]:
     tree = store.catalog()
     entries = tree.get(category, {}).get(subcategory)

@@ -17,14 +17,25 @@ def test_healthz_and_readyz(client: httpx.Client) -> None:
 def test_openapi_documents_every_request_body_with_an_example(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     bodies = [(path, op) for path, item in spec["paths"].items() for op in item.values() if "requestBody" in op]
-    assert bodies, "the generate route documents its body"
+    assert bodies, "the generate routes document their bodies"
     for path, operation in bodies:
         content = operation["requestBody"]["content"]["application/json"]
         assert content.get("examples") or content["schema"].get("examples"), path
-    generate = spec["paths"]["/generate/{category}/{subcategory}"]["post"]
+    generate = spec["paths"]["/generate/cardiovascular/ecg"]["post"]
     examples = generate["requestBody"]["content"]["application/json"]["examples"]
     assert any(e["value"]["format"] == "wfdb" for e in examples.values())
-    assert [(p["name"], p["in"], p["required"]) for p in generate["parameters"]] == [
-        ("category", "path", True), ("subcategory", "path", True)]
+    assert "/generate/{category}/{subcategory}" not in spec["paths"]  # one path per installed subcategory instead
     assert generate["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobCreated")
     assert client.get("/docs").status_code == 200
+
+
+def test_readyz_and_jobs_declare_every_status_they_answer(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
+    assert set(paths["/jobs/{job_id}"]["get"]["responses"]) == {"200", "404", "503"}
+    assert set(paths["/jobs/{job_id}"]["delete"]["responses"]) == {"200", "202", "404", "409", "503"}
+    assert set(paths["/jobs/{job_id}/result"]["get"]["responses"]) == {"200", "404", "409", "503"}
+    assert set(paths["/jobs/{job_id}/result"]["head"]["responses"]) == {"200", "404", "409", "503"}
+    assert set(paths["/jobs/{job_id}/stream"]["get"]["responses"]) == {"200", "404", "409", "503"}
+    assert set(paths["/models/{category}/{subcategory}"]["get"]["responses"]) == {"200", "404"}
+
