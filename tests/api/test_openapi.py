@@ -167,7 +167,7 @@ def test_real_responses_of_every_route_match_the_document(doc: Document, client:
     doc.check(ECG, client.post(ECG, content=b"{}", headers={"content-type": "text/plain"}))  # 415
     doc.check(ECG, client.post(ECG, content=b"{", headers={"content-type": "application/json"}))  # 422
     doc.check(ECG, client.post(ECG, json={"num_samples": 1, "version": 99}))  # 404
-    long_job = submit(client, {"num_samples": 400, "seed": 1, "format": "npy"})["job_id"]
+    long_job = submit(client, {"num_samples": 2000, "seed": 1, "format": "npy"})["job_id"]  # canceled below
     responses = {
         "/jobs/{job_id}": [client.get(f"/jobs/{job_id}"), client.get("/jobs/0123456789abcdef"), client.get("/jobs/a.b"),
                            client.delete(f"/jobs/{job_id}a")],
