@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -20,49 +19,15 @@ def _apply(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from deepsynthbody.serve import run
 
-    from deepsynthbody import processes
-    from deepsynthbody.embedded_redis import EmbeddedRedis
-    from deepsynthbody.settings import Settings
-
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["DSB_DATA_DIR"] = str(settings.data_dir.resolve())
-    redis_server = None
-    if not settings.redis_url:
-        redis_server = EmbeddedRedis(settings.data_dir / "redis").start()
-        os.environ["DSB_REDIS_URL"] = redis_server.url
-        log.info("started a private Redis at %s (data in %s)", redis_server.url, redis_server.directory)
-    _build_missing(Settings())
-    if args.workers and "DSB_ORT_THREADS" not in os.environ:
-        os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
-    workers = None
-    if args.workers:
-        workers = processes.spawn([sys.executable, "-m", "deepsynthbody", "worker", "--workers", str(args.workers)])
-    # uvicorn re-raises SIGTERM once it has shut down; make that an exit that runs the clean-up below
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
-    finally:
-        processes.stop(workers)
-        if redis_server is not None:
-            redis_server.stop()
+    run(args.host, args.port, args.workers)
 
 
 def _build_missing(settings) -> None:  # noqa: ANN001 - Settings, imported lazily
-    from model_store.build import build, missing
+    from deepsynthbody.serve import build_missing
 
-    store = settings.model_store()
-    if not missing(store):
-        return
-    try:
-        import torch  # noqa: F401 - only the export recipes need it
-    except ImportError:
-        log.error("models are missing and torch is not installed: pip install '.[export]', then `deepsynthbody models build`")
-        return
-    for path in build(store):
-        log.info("built %s", path)
+    build_missing(settings)
 
 
 def _api(args: argparse.Namespace) -> None:

@@ -45,7 +45,9 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0, keep_fds: tuple[int, ...] = ()) -> EmbeddedRedis:
+        """`keep_fds` stay open in redis-server: `serve` passes its data dir's lock, so the lock is held until
+        this Redis has exited, however `serve` ended."""
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             server_binary(),
@@ -57,7 +59,7 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--logfile", "redis.log",
         ]
-        self.process = processes.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = processes.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=keep_fds)
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         while time.monotonic() < deadline:

@@ -1,12 +1,21 @@
-"""Child processes of `serve` that die with it, even when it is killed without a chance to clean up."""
+"""Child processes of `serve` that die with it, even when it is killed without a chance to clean up.
+
+Each child runs in a session of its own: Ctrl-C in a terminal signals the terminal's foreground process
+group, which is then `serve` alone, and `serve` stops its children itself, in order (the API, then the
+workers, then the Redis they need to stop cleanly). Had they been in the foreground group, the private
+Redis would stop at the same moment as the workers, which then fail to deregister from it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 _PR_SET_PDEATHSIG = 1
 
@@ -17,15 +26,24 @@ def _die_with_parent() -> None:
 
 
 def spawn(args: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(list(args), preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(list(args), preexec_fn=_die_with_parent, start_new_session=True,  # type: ignore[call-overload]
+                            **kwargs)
 
 
-def stop(process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+def stop(process: subprocess.Popen[bytes] | None, timeout: float = 30,
+         hurry: Callable[[], bool] = lambda: False) -> None:
+    """SIGTERM, then SIGKILL to its process group after `timeout` seconds or as soon as `hurry()` says so (a second Ctrl-C)."""
     if process is None or process.poll() is not None:
         return
     process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        if hurry() or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its group: a worker pool's workers too
+            process.wait()
+            return
+        try:
+            process.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass

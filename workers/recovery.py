@@ -1,0 +1,55 @@
+"""Work left "started" by workers that are gone runs again, at once.
+
+A worker that is stopped puts its job back on the queue itself (`workers.worker`); one that is killed, or
+whose machine stops, cannot. Its job stays in RQ's StartedJobRegistry until the entry's heartbeat expires and
+a worker's next registry clean-up, minutes later. Here that clean-up runs at once for the entries of workers
+that are no longer registered: RQ's own `StartedJobRegistry.cleanup` retries each such job while it has
+retries left (the API enqueues jobs with `Retry`), and fails it with a message after that. Chunks are
+deterministic and rewrite their files from the start, so running one again gives the same bytes.
+
+Imports RQ only: `serve` calls it before any worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import Worker
+from rq.executions import Execution
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+log = logging.getLogger(__name__)
+
+
+def forget_workers(connection: Redis) -> int:
+    """Deregister every worker: for `serve`, whose private Redis no live worker can be using yet."""
+    workers = Worker.all(connection=connection, serializer=JSONSerializer)
+    for worker in workers:
+        worker.register_death()
+    return len(workers)
+
+
+def requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
+    """Run again (or fail) the jobs that workers no longer registered left started; their ids."""
+    alive = {worker.name for worker in Worker.all(connection=connection, serializer=JSONSerializer)}
+    orphans: list[str] = []
+    for name in queue_names:
+        registry = StartedJobRegistry(name, connection=connection, serializer=JSONSerializer)
+        entries = {}
+        for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+            execution = Execution(execution_id, job_id, connection=connection)
+            try:
+                execution.refresh()
+            except ValueError:  # its hash expired with its worker: no worker name left
+                pass
+            if execution.worker_name not in alive:
+                entries[execution.composite_key] = 0  # expired long ago, for RQ's clean-up below
+                orphans.append(job_id)
+        if entries:
+            connection.zadd(registry.key, entries, xx=True)
+            registry.cleanup()
+    if orphans:
+        log.info("%d job(s) left running by a stopped worker run again: %s", len(orphans), ", ".join(orphans))
+    return orphans
