@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -11,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from app.schemas import JobLinks, JobPublic, JobState, ModelRef, Progress
 from deepsynthbody.errors import NotFound
-from deepsynthbody.jobs import JobSpec, chunk_job_ids
+from deepsynthbody.jobs import JobPaths, JobSpec, chunk_job_ids
 
 _STATES = {
     JobStatus.CREATED: JobState.queued,
@@ -101,6 +104,40 @@ class JobView:
         return _error(failed[0])
 
     @property
+    def created_at(self) -> datetime | None:
+        """When the API accepted the request: its first RQ job's creation (a chunked request's chunk jobs are
+        created before its archive job)."""
+        created = [part.created_at for part in [self.job, *self.chunks] if part.created_at]
+        return min(created) if created else None
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When a worker first began a part of it: each part records this once (`workers.tasks`), so it does not
+        move between polls, and the archive's manifest.json says the same."""
+        started = [datetime.fromisoformat(p.meta["started_at"]) for p in self.parts if p.meta.get("started_at")]
+        return min(started) if started else None
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """A finished job's is its manifest's `finished_at`; a failed or canceled one's, when RQ ended it."""
+        state = self.state
+        if state is JobState.finished and self.job.meta.get("finished_at"):
+            return datetime.fromisoformat(self.job.meta["finished_at"])
+        return self.job.ended_at if state in (JobState.finished, JobState.failed, JobState.canceled) else None
+
+    def running(self) -> bool:
+        """Whether a worker is running a part of it (and may still write its files)."""
+        return any(part.get_status(refresh=True) == JobStatus.STARTED for part in [self.job, *self.chunks])
+
+    def discard_files(self, jobs_dir: Path) -> bool:
+        """A canceled job's files (samples, parts, partial archive) go at once, unless a part still runs: the
+        worker running it removes them when it stops (`workers.worker.remove_canceled_files`)."""
+        if self.running():
+            return False
+        shutil.rmtree(JobPaths(jobs_dir, self.id).root, ignore_errors=True)
+        return True
+
+    @property
     def provider(self) -> str | None:
         providers = sorted({p.meta["provider"] for p in self.parts if p.meta.get("provider")})
         return ", ".join(providers) or None
@@ -123,7 +160,6 @@ def links(job_id: str) -> JobLinks:
 
 def public(view: JobView) -> JobPublic:
     spec = view.spec
-    started = [p.started_at for p in view.parts if p.started_at]
     return JobPublic(
         job_id=view.id,
         status=view.state,
@@ -132,9 +168,9 @@ def public(view: JobView) -> JobPublic:
         model=ModelRef(id=spec["model_id"], version=spec["model_version"]),
         format=spec["format"],
         request=spec["request"],
-        created_at=view.job.created_at,
-        started_at=min(started) if started else None,
-        ended_at=view.job.ended_at,
+        created_at=view.created_at,
+        started_at=view.started_at,
+        ended_at=view.ended_at,
         execution_provider=view.provider,
         error=view.error,
         links=links(view.id),

@@ -57,17 +57,12 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     samples = SamplesFile.create(paths.samples, dtype, (spec["num_samples"], *shape),
                                  archive.member_header(_bundle_name(entry) + ".npy") if in_place else b"")
     batch_size = runtime.batch_size(model, settings)
-    started_at = _now()
+    started_at = _started(job)
 
     def before_batch(start: int) -> None:
-        try:
-            lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at {start - first}/{total} samples")
-        except lifecycle.JobStopped:
-            if len(spec["chunks"]) == 1:  # a canceled job leaves nothing behind (chunks' siblings may still write)
-                shutil.rmtree(paths.root, ignore_errors=True)
-            raise
+        lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at {start - first}/{total} samples")
 
-    _report(job, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
+    _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
             progress={"done": 0, "total": total})
     with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
         writer = ENCODERS[spec["format"]](_context(entry, spec, paths, members, index))
@@ -80,7 +75,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
         pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume,
                          before_batch, batch_size)
     return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
-            "started_at": started_at}
+            "created_at": _iso(job.created_at) if job and job.created_at else None, "started_at": started_at}
 
 
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,9 +92,12 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
             bundles = [([paths.samples], name)]
     else:
         bundles = [(pieces, f"{_bundle_name(entry)}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
+    finished_at = _now()
     manifest = archive.write(paths, member_zips, bundles,
-                             _manifest(spec, job, entry, entry.manifest.output.channel_names(spec["params"]), chunks),
+                             _manifest(spec, job, entry, entry.manifest.output.channel_names(spec["params"]), chunks,
+                                       finished_at),
                              settings.archive_compression, in_place)
+    _report(job, finished_at=finished_at)  # the status's ended_at: the manifest's finished_at
     shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
 
@@ -135,7 +133,22 @@ def _report(job: Job | None, **fields: Any) -> None:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _started(job: Job | None) -> str:
+    """When a worker first began this part of the request: recorded once, kept when the part runs again."""
+    recorded = job.meta.get("started_at") if job is not None else None
+    return recorded or _now()
+
+
+def _earliest(moments: list[str | None]) -> str | None:
+    known = [m for m in moments if m]
+    return min(known, key=datetime.fromisoformat) if known else None
 
 
 def _one_or_all(values: list[Any]) -> Any:
@@ -144,7 +157,7 @@ def _one_or_all(values: list[Any]) -> Any:
 
 
 def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: list[str],
-              chunks: list[dict[str, Any]]) -> dict[str, Any]:
+              chunks: list[dict[str, Any]], finished_at: str) -> dict[str, Any]:
     card, out = entry.manifest, entry.manifest.output
     description: dict[str, Any] = {"kind": out.kind, "format": spec["format"],
                                    "dtype": str(postprocess.sample_shape(out, spec["params"])[1])}
@@ -167,9 +180,12 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "batch_size": _one_or_all([c["batch_size"] for c in chunks]),
         "chunks": len(spec["chunks"]),
         "software": {"deepsynthbody": __version__, "onnxruntime": runtime.ort.__version__, "numpy": np.__version__},
-        "created_at": job.created_at.isoformat() if job and job.created_at else None,
-        "started_at": min(c["started_at"] for c in chunks),
-        "finished_at": _now(),
+        # one clock, one meaning (the status says the same): accepted by the API (its first RQ job's creation),
+        # first begun by a worker, archive written
+        "created_at": _earliest([_iso(job.created_at) if job and job.created_at else None,
+                                 *(c.get("created_at") for c in chunks)]),
+        "started_at": _earliest([c["started_at"] for c in chunks]),
+        "finished_at": finished_at,
         "output": description,
         "license": card.license,
         "citations": [c.model_dump(exclude_none=True) for c in card.citations],

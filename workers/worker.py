@@ -1,24 +1,46 @@
-"""RQ workers that keep their ONNX sessions: jobs run in the worker process itself, not in a fork."""
+"""RQ workers that keep their ONNX sessions: jobs run in the worker process itself, not in a fork.
+
+How a running job ends early, and what becomes of it:
+
+- a user's DELETE (RQ's stop-job command): the job stops at its next batch and is marked stopped; once no
+  part of the request is running any more, its files go (the API removes them itself when none was running);
+  logged at INFO, as the normal event it is;
+- the worker's shutdown (SIGTERM, SIGINT: `serve` stopping, `docker stop`): the job stops at its next batch
+  and goes back to the front of its queue, without using up one of its retries; the next worker runs it again
+  from its start (its files are rewritten, the same bytes);
+- the worker's death (SIGKILL, a crash): the next worker to start, or `serve` when it starts again, finds the
+  job started by a worker that is no longer registered and runs it again at once (`workers.recovery`).
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
+from types import FrameType
 
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
-from rq.worker import BaseWorker
+from rq.utils import now
+from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerPool
+from rq import worker_registration
 
+from deepsynthbody.jobs import JobPaths, chunk_job_ids
 from deepsynthbody.settings import get_settings
-from workers import lifecycle, retention
+from workers import lifecycle, recovery, retention
+
+_ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
 class GenerationWorker(SimpleWorker):
     """SimpleWorker, so per-process model sessions outlive each job; stops and heartbeats between batches."""
+
+    _interrupted_job_id: str | None = None
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         lifecycle.attach(lambda: self.maintain_heartbeats(job, execution))
@@ -31,15 +53,80 @@ class GenerationWorker(SimpleWorker):
         # SimpleWorker's TTL is the whole job timeout; the job heartbeats, so use the forking worker's short one.
         return BaseWorker.get_heartbeat_ttl(self, job, working_time)
 
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM or SIGINT: RQ's warm shutdown waits for the job to end, which may be hours away; the job is
+        interrupted at its next batch instead and queued again."""
+        if self.get_state() == WorkerStatus.BUSY:
+            lifecycle.interrupt_requested.set()
+        super().request_stop(signum, frame)
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        # There is no horse to kill: the job checks this flag between batches and stops itself.
+        lifecycle.stop_requested.set()
+
+    def handle_exception(self, job: Job, *exc_info: object) -> None:
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, lifecycle.JobStopped) or self._stopped_job_id == job.id:
+            self.log.info("Worker %s: job %s canceled (%s)", self.name, job.id, error)
+            return
+        if isinstance(error, lifecycle.JobInterrupted):
+            self._interrupted_job_id = job.id
+            self.log.info("Worker %s: job %s interrupted by shutdown; queued to run again", self.name, job.id)
+            return
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "",  # noqa: ANN001
+                           execution: Execution | None = None) -> None:
+        interrupted, self._interrupted_job_id = self._interrupted_job_id == job.id, None
+        canceled = self._stopped_job_id == job.id
+        if interrupted and not canceled:
+            self._queue_again(job, queue, execution)
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        if canceled:
+            remove_canceled_files(self.connection, job)
+
+    def _queue_again(self, job: Job, queue: Queue, execution: Execution | None) -> None:
+        """Back to the front of its queue, as it was enqueued: not a retry, nothing failed."""
+        progress = job.meta.get("progress")
+        if progress:
+            job.meta["progress"] = {**progress, "done": 0}  # it starts again from its first sample
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            queue._enqueue_job(job, pipeline=pipe, at_front=True)  # what RQ's own Job.retry does, minus the count
+            pipe.execute()
+
+    def clean_registries(self) -> None:
+        """RQ's registry maintenance, which starts by running again what dead workers left started."""
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():  # one worker at a time, as RQ does
+                try:
+                    recovery.requeue_orphans(self.connection, [queue.name])
+                    clean_registries(queue, self._exc_handlers)
+                    worker_registration.clean_worker_registry(queue)
+                    queue.intermediate_queue.cleanup(self, queue)
+                finally:
+                    queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
+
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         settings = get_settings()
         # RQ forgets a finished job after result_ttl; its files go too (an hour later, so no download is cut short)
         retention.remove_expired(settings.jobs_dir, settings.result_ttl + 3600)
 
-    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        # There is no horse to kill: the job checks this flag between batches and stops itself.
-        lifecycle.stop_requested.set()
+
+def remove_canceled_files(connection: Redis, job: Job) -> bool:
+    """Remove the files of a canceled request once none of its parts is running (the last one to stop does)."""
+    spec = job.args[0]
+    ids = [spec["job_id"], *chunk_job_ids(spec)]
+    jobs = [j for j in Job.fetch_many(ids, connection=connection, serializer=JSONSerializer) if j is not None]
+    statuses = [j.get_status(refresh=False) for j in jobs]
+    request_canceled = bool(jobs) and jobs[0].id == spec["job_id"] and statuses[0] in (JobStatus.STOPPED, JobStatus.CANCELED)
+    if not request_canceled or any(status not in _ENDED for status in statuses):
+        return False
+    shutil.rmtree(JobPaths(get_settings().jobs_dir, spec["job_id"]).root, ignore_errors=True)
+    return True
 
 
 def connect() -> Redis:

@@ -40,7 +40,7 @@ def get_job(job_id: JobIdDep, redis: RedisDep) -> JobPublic:
                description="200 once the job is canceled; 202 when a worker is still stopping it.",
                responses={202: {"model": JobPublic, "description": "Canceled; a worker is still stopping"},
                           **responses(404, 409, 503, descriptions={409: "The job already ended"})})
-def cancel_job(job_id: JobIdDep, redis: RedisDep) -> JSONResponse:
+def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
     view = job_views.fetch(redis, job_id)
     status = view.state
     if status not in _ACTIVE:
@@ -55,6 +55,7 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep) -> JSONResponse:
     deadline = time.monotonic() + STOP_WAIT_SECONDS
     while any(j.get_status(refresh=True) == JobStatus.STARTED for j in view.parts) and time.monotonic() < deadline:
         time.sleep(0.05)
+    view.discard_files(settings.jobs_dir)  # else the part still running removes them when it stops
     public = job_views.public(job_views.fetch(redis, job_id))
     return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 
