@@ -22,3 +22,19 @@ def test_heartbeats_are_throttled_and_stop_requests_raise(monkeypatch: pytest.Mo
     lifecycle.attach(lambda: None)  # t=30: a new job starts clean
     assert not lifecycle.stop_requested.is_set()
     lifecycle.detach()
+
+
+def test_a_shutdown_interrupts_the_job_and_a_cancel_wins_over_it() -> None:
+    lifecycle.interrupt_requested.set()  # SIGTERM arrived: the job ends at its next batch, to be queued again
+    try:
+        lifecycle.attach(lambda: None)
+        assert lifecycle.interrupt_requested.is_set()  # a shutdown asked for before the job began still holds
+        with pytest.raises(lifecycle.JobInterrupted):
+            lifecycle.between_batches("job")
+        lifecycle.stop_requested.set()  # and a user's cancel: the job ends for good
+        with pytest.raises(lifecycle.JobStopped):
+            lifecycle.between_batches("job")
+    finally:
+        lifecycle.detach()
+        lifecycle.interrupt_requested.clear()
+        lifecycle.stop_requested.clear()
