@@ -26,13 +26,14 @@ def _die_with_parent() -> None:
 
 
 def spawn(args: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(list(args), preexec_fn=_die_with_parent, start_new_session=True,  # type: ignore[call-overload]
-                            **kwargs)
+    return subprocess.Popen(list(args), preexec_fn=_die_with_parent,  # type: ignore[call-overload]
+                            start_new_session=True, **kwargs)
 
 
 def stop(process: subprocess.Popen[bytes] | None, timeout: float = 30,
          hurry: Callable[[], bool] = lambda: False) -> None:
-    """SIGTERM, then SIGKILL to its process group after `timeout` seconds or as soon as `hurry()` says so (a second Ctrl-C)."""
+    """SIGTERM, then SIGKILL to its process group after `timeout` seconds, or as soon as `hurry()` says so
+    (a second Ctrl-C)."""
     if process is None or process.poll() is not None:
         return
     process.terminate()

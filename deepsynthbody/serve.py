@@ -80,7 +80,8 @@ def lock_data_dir(data_dir: Path, url: str) -> int:
             continue
         os.close(fd)
         who = f" (pid {holder['pid']}, serving {holder['url']})" if holder.get("pid") else ""
-        raise SystemExit(f"deepsynthbody serve: the data dir {data_dir} is in use by another `deepsynthbody serve`{who}. "
+        raise SystemExit(f"deepsynthbody serve: the data dir {data_dir} is in use by another `deepsynthbody serve`"
+                         f"{who}. "
                          "Use that one, stop it, or start this one with another --data-dir (and another --port).")
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "url": url}).encode(), 0)
@@ -119,8 +120,8 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise SystemExit(f"deepsynthbody serve: port {port} on {host} is in use by another program "
-                             f"(another `deepsynthbody serve`?). Stop it, or choose another port: --port {port + 1}") from None
+            raise SystemExit(f"deepsynthbody serve: port {port} on {host} is in use by another program (another "
+                             f"`deepsynthbody serve`?). Stop it, or choose another port: --port {port + 1}") from None
         raise SystemExit(f"deepsynthbody serve: cannot listen on {host}:{port} ({exc.strerror}); "
                          "check --host and --port") from None
     sock.set_inheritable(False)
@@ -138,7 +139,8 @@ def build_missing(settings: Any) -> None:  # noqa: ANN401 - Settings, imported l
     try:
         import torch  # noqa: F401 - only the export recipes need it
     except ImportError:
-        log.error("models are missing and torch is not installed: pip install '.[export]', then `deepsynthbody models build`")
+        log.error("models are missing and torch is not installed: pip install '.[export]', "
+                  "then `deepsynthbody models build`")
         return
     log.info("first start: exporting %d model(s) to ONNX (a few seconds each)", len(todo))
     build(store)

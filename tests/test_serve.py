@@ -173,7 +173,8 @@ def _redis_servers_of(data: Path) -> list[psutil.Process]:
     """redis-server processes working in this data dir (redis-server changes into its --dir)."""
     found = []
     for process in psutil.process_iter(["cmdline", "cwd"]):
-        if "redis-server" in " ".join(process.info["cmdline"] or []) and process.info["cwd"] == str((data / "redis").resolve()):
+        cmdline, cwd = " ".join(process.info["cmdline"] or []), process.info["cwd"]
+        if "redis-server" in cmdline and cwd == str((data / "redis").resolve()):
             found.append(process)
     return found
 
@@ -235,7 +236,8 @@ def test_timestamps_one_clock_one_meaning(service: Serve) -> None:
         for key in seen:
             seen[key].add(job[key])
         assert job["status"] == "finished"
-        manifest = json.loads(zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{job_id}/result").content)).read("manifest.json"))
+        archive = zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{job_id}/result").content))
+        manifest = json.loads(archive.read("manifest.json"))
     assert manifest["chunks"] == 2
     assert len(seen["created_at"]) == 1 and len(seen["started_at"]) == 1, seen  # the same in every poll
     created, started, ended = (_moment(job[key]) for key in ("created_at", "started_at", "ended_at"))
@@ -273,7 +275,8 @@ def _files(client: httpx.Client, job_id: str) -> list[dict]:
 
 
 def _wait_done(client: httpx.Client, job_id: str, done: int) -> None:
-    wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["done"] >= done, 60, f"{done} samples of {job_id}")
+    wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["done"] >= done, 60,
+             f"{done} samples of {job_id}")
 
 
 def test_work_in_flight_runs_again_after_a_restart(data: Path) -> None:

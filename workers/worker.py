@@ -20,7 +20,7 @@ import signal
 from types import FrameType
 
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import clean_registries
@@ -28,13 +28,41 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerPool
-from rq import worker_registration
 
 from deepsynthbody.jobs import JobPaths, chunk_job_ids
 from deepsynthbody.settings import get_settings
 from workers import lifecycle, recovery, retention
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+# RQ's bookkeeping at INFO (channels, registries, scheduler locks, a pool's messages to its workers): dropped, so
+# a worker's log says that it started, what it runs, how each job ends, and that it stops.
+_BOOKKEEPING = {
+    "Worker %s: subscribing to channel %s",
+    "Worker %s: unsubscribing from channel %s",
+    "*** Listening on %s...",
+    "Worker %s: cleaning registries for queue: %s",
+    "Worker %s: cleaning group registries",
+    "Worker %s: job %s result is kept for %s seconds",
+    "Worker %s: stopping on request",
+    "Acquired scheduler lock for %s",
+    "Scheduler for %s started with PID %s",
+    "Scheduler stopping, releasing locks for %s...",
+    "Scheduler with PID %d has stopped",
+    "Starting worker started with PID %s",
+    "Sending stop signal to %s workers",
+    "Sent shutdown command to worker with %s",
+    "Waiting for workers to shutdown...",
+}
+
+
+def _not_bookkeeping(record: logging.LogRecord) -> bool:
+    if record.levelno != logging.INFO:
+        return True
+    if record.msg in _BOOKKEEPING:
+        return False
+    # "Job OK" repeats "Successfully completed ... job in ...s", logged just before it
+    return not (record.msg == "Worker %s: %s: %s (%s)" and "Job OK" in str(record.args[2] if record.args else ""))
 
 
 class GenerationWorker(SimpleWorker):
@@ -75,8 +103,8 @@ class GenerationWorker(SimpleWorker):
             return
         super().handle_exception(job, *exc_info)
 
-    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "",  # noqa: ANN001
-                           execution: Execution | None = None) -> None:
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None,  # noqa: ANN001
+                           exc_string: str = "", execution: Execution | None = None) -> None:
         interrupted, self._interrupted_job_id = self._interrupted_job_id == job.id, None
         canceled = self._stopped_job_id == job.id
         if interrupted and not canceled:
@@ -122,7 +150,8 @@ def remove_canceled_files(connection: Redis, job: Job) -> bool:
     ids = [spec["job_id"], *chunk_job_ids(spec)]
     jobs = [j for j in Job.fetch_many(ids, connection=connection, serializer=JSONSerializer) if j is not None]
     statuses = [j.get_status(refresh=False) for j in jobs]
-    request_canceled = bool(jobs) and jobs[0].id == spec["job_id"] and statuses[0] in (JobStatus.STOPPED, JobStatus.CANCELED)
+    request_canceled = (bool(jobs) and jobs[0].id == spec["job_id"]
+                        and statuses[0] in (JobStatus.STOPPED, JobStatus.CANCELED))
     if not request_canceled or any(status not in _ENDED for status in statuses):
         return False
     shutil.rmtree(JobPaths(get_settings().jobs_dir, spec["job_id"]).root, ignore_errors=True)
@@ -138,6 +167,8 @@ def connect() -> Redis:
 
 def run(queues: list[str], num_workers: int = 1, burst: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("rq.worker", "rq.scheduler", "rq.worker_pool"):
+        logging.getLogger(name).addFilter(_not_bookkeeping)
     connection = connect()
     if num_workers == 1:
         worker = GenerationWorker(queues, connection=connection, serializer=JSONSerializer)
