@@ -38,6 +38,9 @@ def _state(job: Job) -> JobState:
 def _error(job: Job) -> str | None:
     result = job.latest_result()
     text = (result.exc_string if result else None) or job.exc_info or ""
+    if "AbandonedJobError" in text:  # RQ's words for a job whose worker died every time it ran it
+        return ("the worker running it was killed (or its machine stopped) each time it was tried; "
+                "submit the request again")
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "the worker failed without a message"
 
