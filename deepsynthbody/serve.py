@@ -38,20 +38,25 @@ class _Stop(BaseException):
 
 
 class _Signals:
-    """SIGINT and SIGTERM: while starting, stop starting; after that, count (a second one hurries the stop)."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed): while starting, stop starting; while serving, stop
+    serving (uvicorn takes SIGINT and SIGTERM itself then, and hands them on once it has stopped); after
+    that, count: a second one hurries the stop."""
 
     def __init__(self) -> None:
         self.count = 0
         self.serving = False
+        self.server: Any = None
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         if not self.serving and self.count == 1:
             raise _Stop
+        if self.server is not None and not self.server.should_exit:
+            self.server.should_exit = True
 
     def hurry(self) -> bool:
         return self.count > 1
@@ -212,7 +217,7 @@ def run(host: str, port: int, num_workers: int) -> None:
                     print(ready, flush=True)
 
         server = Server(uvicorn.Config("app.main:create_app", factory=True, host=host, port=port))
-        signals.serving = True  # from here on uvicorn takes the signals; it hands them back once it has stopped
+        signals.serving, signals.server = True, server
         server.run(sockets=[sock])
     except _Stop:
         pass
