@@ -16,6 +16,7 @@ import asyncio
 from fastapi.concurrency import run_in_threadpool
 from rq import Queue, Retry
 
+from deepsynthbody import clock
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobSpec, chunk_job_ids
 from deepsynthbody.settings import Settings
 
@@ -26,15 +27,17 @@ def _label(spec: JobSpec) -> str:
     return f"{spec['model_id']}:{spec['model_version']} x{spec['num_samples']} {spec['format']}"
 
 
-def _job_data(settings: Settings, task: str, args: tuple[object, ...], job_id: str, description: str) -> object:
+def _job_data(settings: Settings, task: str, args: tuple[object, ...], job_id: str, description: str,
+              created_at: str) -> object:
     return Queue.prepare_data(task, args, job_id=job_id, description=description, timeout=settings.job_timeout,
                               result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
-                              retry=Retry(max=RETRIES))
+                              retry=Retry(max=RETRIES), meta={"created_at": created_at})
 
 
 def enqueue_single_jobs(queue: Queue, settings: Settings, specs: list[JobSpec]) -> None:
     """Requests that fit in one chunk: one job each, all in one transaction."""
-    jobs = [_job_data(settings, GENERATE_TASK, (spec,), spec["job_id"], _label(spec)) for spec in specs]
+    created_at = clock.now(queue.connection)  # the one clock of job times: one round trip per batch
+    jobs = [_job_data(settings, GENERATE_TASK, (spec,), spec["job_id"], _label(spec), created_at) for spec in specs]
     with queue.connection.pipeline() as pipe:
         queue.enqueue_many(jobs, pipeline=pipe)  # type: ignore[arg-type]
         pipe.execute()
@@ -42,15 +45,15 @@ def enqueue_single_jobs(queue: Queue, settings: Settings, specs: list[JobSpec]) 
 
 def enqueue_chunked(queue: Queue, settings: Settings, spec: JobSpec) -> None:
     """One job per chunk (in one transaction), then the archive job that RQ starts once they have all finished."""
-    label = _label(spec)
-    chunks = [_job_data(settings, CHUNK_TASK, (spec, i), chunk_id, f"{label} chunk {i}")
+    label, created_at = _label(spec), clock.now(queue.connection)
+    chunks = [_job_data(settings, CHUNK_TASK, (spec, i), chunk_id, f"{label} chunk {i}", created_at)
               for i, chunk_id in enumerate(chunk_job_ids(spec))]
     with queue.connection.pipeline() as pipe:
         jobs = queue.enqueue_many(chunks, pipeline=pipe)  # type: ignore[arg-type]
         pipe.execute()
     queue.enqueue(ARCHIVE_TASK, spec, job_id=spec["job_id"], depends_on=jobs, description=f"{label} archive",
                   job_timeout=settings.job_timeout, result_ttl=settings.result_ttl,
-                  failure_ttl=settings.result_ttl, retry=Retry(max=RETRIES))
+                  failure_ttl=settings.result_ttl, retry=Retry(max=RETRIES), meta={"created_at": created_at})
 
 
 class Enqueuer:

@@ -108,9 +108,12 @@ class JobView:
 
     @property
     def created_at(self) -> datetime | None:
-        """When the API accepted the request: its first RQ job's creation (a chunked request's chunk jobs are
+        """When the API accepted the request, on Redis's clock (`deepsynthbody.clock`), recorded in its jobs'
+        meta; for jobs enqueued without it, its first RQ job's creation (a chunked request's chunk jobs are
         created before its archive job)."""
-        created = [part.created_at for part in [self.job, *self.chunks] if part.created_at]
+        parts = [self.job, *self.chunks]
+        recorded = [datetime.fromisoformat(p.meta["created_at"]) for p in parts if p.meta.get("created_at")]
+        created = recorded or [p.created_at for p in parts if p.created_at]
         return min(created) if created else None
 
     @property

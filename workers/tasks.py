@@ -11,7 +11,7 @@ import numpy as np
 from rq import get_current_job
 from rq.job import Job
 
-from deepsynthbody import __version__
+from deepsynthbody import __version__, clock
 from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.samples_file import SamplesFile
 from deepsynthbody.settings import Settings, get_settings
@@ -75,7 +75,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
         pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume,
                          before_batch, batch_size)
     return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
-            "created_at": _iso(job.created_at) if job and job.created_at else None, "started_at": started_at}
+            "created_at": _created(job), "started_at": started_at}
 
 
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
             bundles = [([paths.samples], name)]
     else:
         bundles = [(pieces, f"{_bundle_name(entry)}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
-    finished_at = _now()
+    finished_at = _now(job)
     manifest = archive.write(paths, member_zips, bundles,
                              _manifest(spec, job, entry, entry.manifest.output.channel_names(spec["params"]), chunks,
                                        finished_at),
@@ -132,8 +132,9 @@ def _report(job: Job | None, **fields: Any) -> None:
         job.save_meta()
 
 
-def _now() -> str:
-    return _iso(datetime.now(UTC))
+def _now(job: Job | None = None) -> str:
+    """The clock of every job time: Redis's (`deepsynthbody.clock`); this machine's outside a worker."""
+    return clock.now(job.connection) if job is not None else _iso(datetime.now(UTC))
 
 
 def _iso(moment: datetime) -> str:
@@ -143,7 +144,14 @@ def _iso(moment: datetime) -> str:
 def _started(job: Job | None) -> str:
     """When a worker first began this part of the request: recorded once, kept when the part runs again."""
     recorded = job.meta.get("started_at") if job is not None else None
-    return recorded or _now()
+    return recorded or _now(job)
+
+
+def _created(job: Job | None) -> str | None:
+    """When the API accepted the request (on Redis's clock, in the job's meta), else when RQ created the job."""
+    if job is None:
+        return None
+    return job.meta.get("created_at") or (_iso(job.created_at) if job.created_at else None)
 
 
 def _earliest(moments: list[str | None]) -> str | None:
@@ -182,8 +190,7 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "software": {"deepsynthbody": __version__, "onnxruntime": runtime.ort.__version__, "numpy": np.__version__},
         # one clock, one meaning (the status says the same): accepted by the API (its first RQ job's creation),
         # first begun by a worker, archive written
-        "created_at": _earliest([_iso(job.created_at) if job and job.created_at else None,
-                                 *(c.get("created_at") for c in chunks)]),
+        "created_at": _earliest([_created(job), *(c.get("created_at") for c in chunks)]),
         "started_at": _earliest([c["started_at"] for c in chunks]),
         "finished_at": finished_at,
         "output": description,
