@@ -100,6 +100,9 @@ def test_curl_examples_run_as_written(client: httpx.Client, api_url: str, tmp_pa
             assert wait_finished(client, job_id)["status"] == "finished"
         elif command.endswith("/jobs/<id>"):
             assert json.loads(done.stdout)["status"] == "finished"
+        elif command.startswith("curl -I "):
+            head = done.stdout.lower()
+            assert head.startswith("http/1.1 200") and "content-length:" in head and ".zip" in head, done.stdout
         elif "-OJ" in command:
             (archive,) = tmp_path.glob("*.zip")
             with zipfile.ZipFile(archive) as zipped:
