@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import sys
 from types import FrameType
 
 from redis import Redis
@@ -29,11 +30,36 @@ from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerPool
 
-from deepsynthbody.jobs import JobPaths, chunk_job_ids
+from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody.settings import get_settings
 from workers import lifecycle, recovery, retention
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+# The only functions a worker runs: whoever can write to Redis can enqueue a job naming any importable function
+# (`os.system`), and RQ would import and call it. Anything else fails unrun, and unimported.
+TASKS = frozenset({GENERATE_TASK, CHUNK_TASK, ARCHIVE_TASK})
+
+
+class RefusedJob(Exception):
+    """A job that is not one of the service's: failed without running anything it names."""
+
+
+def refusal(job: Job) -> str | None:
+    """Why a worker must not run this job (None: it is one of the service's own)."""
+    try:
+        name = job.func_name
+    except Exception as exc:  # noqa: BLE001 - data this worker's JSON serializer cannot read: not the API's
+        return f"refused: its data is not a job of this service ({type(exc).__name__})"
+    if name not in TASKS:
+        return f"refused: {name!r} is not a task of this service (workers run only {', '.join(sorted(TASKS))})"
+    extras = [what for what, present in (("a success callback", job._success_callback_name),
+                                         ("a failure callback", job._failure_callback_name),
+                                         ("a stopped callback", job._stopped_callback_name),
+                                         ("webhooks", job.webhooks)) if present]
+    if extras:
+        return f"refused: it carries {' and '.join(extras)}, which this service never sets"
+    return None
 
 # RQ's bookkeeping at INFO (channels, registries, scheduler locks, a pool's messages to its workers): dropped, so
 # a worker's log says that it started, what it runs, how each job ends, and that it stops.
@@ -71,11 +97,26 @@ class GenerationWorker(SimpleWorker):
     _interrupted_job_id: str | None = None
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        reason = refusal(job)
+        if reason is not None:
+            return self._refuse(job, queue, execution, reason)
         lifecycle.attach(lambda: self.maintain_heartbeats(job, execution))
         try:
             return super().perform_job(job, queue, execution)
         finally:
             lifecycle.detach()
+
+    def _refuse(self, job: Job, queue: Queue, execution: Execution, reason: str) -> bool:
+        """Fail the job as RQ fails any job, minus whatever would run code or reach out: no callback, no webhook,
+        no retry."""
+        self.log.warning("Worker %s: job %s %s", self.name, job.id, reason)
+        job._success_callback_name = job._failure_callback_name = job._stopped_callback_name = None
+        job.webhooks, job.retries_left = [], None
+        try:
+            raise RefusedJob(reason)
+        except RefusedJob:
+            self._finalize_failure(job, queue, execution, sys.exc_info())
+        return False
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's TTL is the whole job timeout; the job heartbeats, so use the forking worker's short one.
