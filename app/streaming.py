@@ -1,10 +1,20 @@
-"""NDJSON of a job's samples, read from its samples array as the workers fill it."""
+"""NDJSON of a job's samples, read from its samples array as the workers fill it.
+
+A stream costs nothing while it waits and nothing once its client is gone: it is an async generator that
+sleeps on the event loop between polls (no thread is held while a job is queued, however long), does its
+Redis reads and file reads off the loop in short calls that take at most `THREADS` of the thread pool
+between all streams, and is cancelled by Starlette when the client hangs up (StreamingResponse listens
+for the disconnect while it iterates).
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 from redis import Redis
 
@@ -12,34 +22,62 @@ from app import job_views
 from app.schemas import JobState
 from deepsynthbody.jobs import JobPaths
 from deepsynthbody.samples_file import SamplesFile
+from model_store.manifest import ImageOutput, SignalOutput
 from model_store.store import ModelStore
 from workers.encoders.records import line
 
-POLL_SECONDS = 0.1
-READ_ROWS = 64  # samples read from disk at a time
+POLL_SECONDS = 0.1  # between polls while samples are coming
+MAX_POLL_SECONDS = 0.5  # a job that makes no progress (queued) is polled less and less often, up to this
+READ_ROWS = 64  # samples read from disk and encoded in one call off the loop
+THREADS = 4  # of the thread pool's 40, at most this many run streams' reads at once
+
+_T = TypeVar("_T")
+_limiter: anyio.CapacityLimiter | None = None
 
 
-def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> Iterator[bytes]:
+async def _off_loop(func: Callable[..., _T], *args: object) -> _T:
+    """`func(*args)` in a worker thread, at most THREADS of them for all streams together."""
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(THREADS)
+    return await anyio.to_thread.run_sync(func, *args, limiter=_limiter)
+
+
+def _lines(samples: SamplesFile, output: SignalOutput | ImageOutput, names: list[str], seed: int, start: int,
+           count: int) -> bytes:
+    rows = samples.read(start, count)
+    return b"".join(line(output, names, seed, start + offset, row) for offset, row in enumerate(rows))
+
+
+async def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> AsyncIterator[bytes]:
     """Lines for samples 0..N-1 in order, each once it is written; an error line ends a failed job's stream."""
-    view = job_views.fetch(redis, job_id)
+    view = await _off_loop(job_views.fetch, redis, job_id)
     spec = view.spec
     output = store.get(spec["model_id"], spec["model_version"]).manifest.output
     names = output.channel_names(spec["params"])
     sent, total = 0, spec["num_samples"]
     samples: SamplesFile | None = None
+    delay = POLL_SECONDS
     while sent < total:
-        view = job_views.fetch(redis, job_id)
-        state = view.state
+        state, ready, error = await _off_loop(_poll, redis, job_id, total)
         if state in (JobState.failed, JobState.canceled):
-            yield orjson.dumps({"error": view.error or f"job {state.value}", "status": state.value}) + b"\n"
+            yield orjson.dumps({"error": error or f"job {state.value}", "status": state.value}) + b"\n"
             return
-        ready = total if state is JobState.finished else view.ready_prefix()
-        if ready > sent and paths.samples.exists():
-            samples = samples or SamplesFile(paths.samples)
+        if ready > sent and await _off_loop(paths.samples.exists):
+            samples = samples or await _off_loop(SamplesFile, paths.samples)
             for start in range(sent, ready, READ_ROWS):
-                rows = samples.read(start, min(READ_ROWS, ready - start))
-                for offset, row in enumerate(rows):
-                    yield line(output, names, spec["seed"], start + offset, row)
+                yield await _off_loop(_lines, samples, output, names, spec["seed"], start, min(READ_ROWS, ready - start))
             sent = ready
+            delay = POLL_SECONDS
         else:
-            time.sleep(POLL_SECONDS)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, MAX_POLL_SECONDS)
+
+
+def _poll(redis: Redis, job_id: str, total: int) -> tuple[JobState, int, str | None]:
+    """The job's state, how many samples from the first on are written, and its error."""
+    view = job_views.fetch(redis, job_id)
+    state = view.state
+    if state in (JobState.failed, JobState.canceled):
+        return state, 0, view.error
+    return state, total if state is JobState.finished else view.ready_prefix(), None
