@@ -156,6 +156,12 @@ def install(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
+    401: "No API key, or one that is wrong or revoked: send `Authorization: Bearer KEY`",
+    403: "The key may not do this",
+    408: "The request body stopped arriving (DSB_BODY_TIMEOUT seconds without data)",
+    413: "The request body is larger than DSB_MAX_BODY_BYTES",
+    429: "A limit of the key was reached: the message names it and its value; retry after Retry-After seconds",
+    507: "The results' disk budget (DSB_RESULTS_MAX_BYTES) would be exceeded: the message has the numbers",
     404: "Not found: the message says what does not exist",
     409: "Conflict with the job's state: the message says what happened",
     415: "The body is not JSON: send `Content-Type: application/json`",
@@ -173,7 +179,9 @@ def responses(*statuses: int, descriptions: dict[int, str] | None = None) -> dic
             "model": ValidationErrorBody if status == 422 else ErrorBody,
             "description": descriptions.get(status, _DESCRIPTIONS[status]),
         }
-        if status == 503:
+        if status in (429, 503):
             entry["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+        elif status == 401:
+            entry["headers"] = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
         declared[status] = entry
     return declared

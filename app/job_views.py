@@ -149,11 +149,16 @@ class JobView:
         return ", ".join(providers) or None
 
 
+def unknown(job_id: str) -> NotFound:
+    """The one answer for a job that does not exist, or is another key's (a job id must not be confirmable)."""
+    return NotFound(f"no job {job_id!r} (unknown, or expired after its retention time)")
+
+
 def fetch(redis: Redis, job_id: str) -> JobView:
     try:
         job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
     except NoSuchJobError:
-        raise NotFound(f"no job {job_id!r} (unknown, or expired after its retention time)") from None
+        raise unknown(job_id) from None
     ids = chunk_job_ids(job.args[0])
     chunks = [c for c in Job.fetch_many(ids, connection=redis, serializer=JSONSerializer) if c is not None] if ids else []
     return JobView(job, chunks)

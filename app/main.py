@@ -11,9 +11,10 @@ from rq.serializers import JSONSerializer
 
 from app import errors
 from app.enqueue import Enqueuer
-from app.middleware import StripTrailingSlash
+from app.auth import Authenticate
+from app.middleware import BodyLimits, StripTrailingSlash
 from app.openapi import OpenAPIDocument
-from app.routes import health, jobs, models
+from app.routes import admin, health, jobs, models
 from app.routes.generate import make_router
 from deepsynthbody import __version__
 from deepsynthbody.settings import Settings, get_settings
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
+    app.add_middleware(Authenticate, settings=settings)  # inside the two below: sees the path without its slash
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(StripTrailingSlash)
     app.openapi = OpenAPIDocument(app, store, settings.max_samples)  # type: ignore[method-assign]
     # Everything built so far (FastAPI, pydantic schemas, the catalog) lives as long as the process: keep it

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import request_models
+from app.auth import declare_security
 from model_store.store import ModelEntry, ModelStore
 
 GENERATE_TEMPLATE = "/generate/{category}/{subcategory}"
@@ -43,6 +44,7 @@ class OpenAPIDocument:
             doc = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
                               description=app.description, routes=app.routes)
             _tidy(doc)
+            declare_security(doc)
             self._base = doc
         return self._base
 

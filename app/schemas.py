@@ -101,6 +101,7 @@ class NotReady(Readiness):
     """/readyz when something is missing: `problems` lists it, `message` says it in one sentence."""
 
     message: str
+    detail: str = Field(description="The same words as `message`")
 
 
 class ErrorBody(BaseModel):
@@ -125,3 +126,40 @@ class ValidationErrorBody(BaseModel):
 
     message: str
     detail: list[ValidationIssue]
+
+
+class KeyCreate(BaseModel):
+    """POST /admin/keys: a new API key. Limits omitted: the settings' defaults (DSB_DEFAULT_...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, description="Who or what uses the key (logged; never the key)")
+    samples_per_day: int | None = Field(None, ge=1, description="Samples per UTC day; omitted: the default")
+    max_active_jobs: int | None = Field(None, ge=1, description="Queued + running requests; omitted: the default")
+    admin: bool = Field(False, description="May manage keys and see every job")
+
+
+class KeyPublic(BaseModel):
+    """A key's record: never the key itself."""
+
+    id: str
+    name: str
+    admin: bool
+    samples_per_day: int | None = Field(description="null: the default (DSB_DEFAULT_SAMPLES_PER_DAY) or unlimited")
+    max_active_jobs: int | None = Field(description="null: the default (DSB_DEFAULT_MAX_ACTIVE_JOBS) or unlimited")
+    created: str
+    last_used: str | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The key: shown this once, stored only as its sha256")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyPublic]
+
+
+class JobList(BaseModel):
+    """GET /jobs: the caller's jobs (an admin's: every job), newest first."""
+
+    jobs: list[JobPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")

@@ -33,6 +33,10 @@ def _build_missing(settings) -> None:  # noqa: ANN001 - Settings, imported lazil
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from deepsynthbody.keys import resolve_auth
+
+    resolve_auth(args.host)  # DSB_AUTH's default depends on the address
+
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes)
 
 
@@ -274,6 +278,9 @@ def parser() -> argparse.ArgumentParser:
                          help="a model parameter, NAME=VALUE, e.g. leads=12 (repeatable; the model card lists them)")
     _data_dir(preview)
     preview.set_defaults(func=_models_preview)
+    from deepsynthbody.keys import add_commands as add_keys_commands
+
+    add_keys_commands(commands, _command, _count, _data_dir)
     return top
 
 

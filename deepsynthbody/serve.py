@@ -183,8 +183,10 @@ def run(host: str, port: int, num_workers: int) -> None:
 
     from deepsynthbody import processes
     from deepsynthbody.embedded_redis import EmbeddedRedis
+    from deepsynthbody.keys import resolve_auth
     from deepsynthbody.settings import Settings
 
+    resolve_auth(host)  # DSB_AUTH's default depends on the address: before any settings are read
     settings = Settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

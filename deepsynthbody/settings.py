@@ -46,6 +46,21 @@ class Settings(BaseSettings):
         "stored", description="Zip members stored (fast) or deflated (smaller, slower)."
     )
 
+    # identities and limits (deepsynthbody/keys.py, deepsynthbody/quotas.py, app/auth.py, app/middleware.py)
+    auth: Literal["required", "off"] | None = Field(
+        None, description="API keys required (`required`) or not (`off`); unset: `off` when the API listens on a "
+        "loopback address, `required` otherwise (resolved by `serve` and `api`; a bare app requires them).")
+    default_samples_per_day: PositiveInt | None = Field(
+        None, description="Samples per UTC day of a key created without its own limit (and of every request when "
+        "auth is off); unset: unlimited.")
+    default_max_active_jobs: PositiveInt | None = Field(
+        None, description="Queued + running requests of a key created without its own limit; unset: unlimited.")
+    rate_limit_per_second: PositiveInt | None = Field(
+        None, description="Requests per second one key may make (429 beyond); unset: unlimited.")
+    max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest request body accepted (413 beyond).")
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request body may go without sending anything (408 beyond).")
+
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"

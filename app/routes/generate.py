@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app import request_models
-from app.errors import echo, responses
+from app.errors import echo, error_response, responses
 from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
+from deepsynthbody import quotas
 from deepsynthbody.errors import UnsupportedMediaType
 from deepsynthbody.jobs import JobSpec, plan_chunks
 from deepsynthbody.settings import Settings
@@ -79,8 +82,10 @@ def make_router() -> APIRouter:
         description="Validated against the model's manifest; returns the job id at once. "
         "Poll /jobs/{id}, then download /jobs/{id}/result or read /jobs/{id}/stream.",
         responses={202: {"headers": {"Location": {"description": "The job: /jobs/{job_id}", "schema": {"type": "string"}}}},
-                   **responses(404, 415, 422, 503, descriptions={
-                       404: "Unknown model or version: the body lists what is installed"})},
+                   **responses(401, 404, 408, 413, 415, 422, 429, 503, descriptions={
+                       404: "Unknown model or version: the body lists what is installed",
+                       429: "A limit of the key (active jobs, samples per UTC day, requests per second) was reached: "
+                            "`limit` names it, `value` is its value; retry after Retry-After seconds"})},
     )  # documented as one path per installed subcategory, each with its own body schema (app/openapi.py)
     async def generate(request: Request) -> Response:
         # The busiest route takes the Request alone and returns its response as bytes: FastAPI's parameter
@@ -109,7 +114,23 @@ def make_router() -> APIRouter:
             request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )
-        await enqueuer.enqueue(spec)
+        caller = request.state.caller
+        limited = caller.max_active_jobs or caller.samples_per_day
+        if limited:
+            try:
+                await run_in_threadpool(quotas.reserve, state.redis, caller.key_id, caller.max_active_jobs,
+                                        caller.samples_per_day, job_id, spec["num_samples"])
+            except quotas.OverLimit as over:
+                return error_response(429, over.message, headers={"Retry-After": str(over.retry_after)},
+                                      limit=over.limit, value=over.value)
+        try:
+            await enqueuer.enqueue(spec, caller.owner)
+        except BaseException:
+            if limited:
+                with contextlib.suppress(Exception):  # Redis down: the key's active set forgets the job by itself
+                    await run_in_threadpool(quotas.unreserve, state.redis, caller.key_id, caller.samples_per_day,
+                                            job_id, spec["num_samples"])
+            raise
         created = JobCreated(job_id=job_id, status=JobState.queued, seed=seed,
                              model=ModelRef(id=manifest.id, version=manifest.version), links=links(job_id))
         return Response(created.model_dump_json(), status_code=202, media_type="application/json",

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from redis import Redis
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from app import job_views, streaming
+from app.auth import CallerDep
 from app.deps import JobIdDep, RedisDep, SettingsDep, StoreDep
+from app.enqueue import ALL_JOBS, OWNER_JOBS
 from app.errors import responses
-from app.schemas import JobPublic, JobState
+from app.schemas import JobList, JobPublic, JobState
+from deepsynthbody import quotas
+from deepsynthbody.keys import Caller
 from deepsynthbody.errors import Conflict, NotFound
 from deepsynthbody.jobs import JobPaths
 
@@ -28,20 +35,81 @@ class ArchiveResponse(FileResponse):
 
 STOP_WAIT_SECONDS = 5.0
 _ACTIVE = (JobState.queued, JobState.started)
+MAX_PAGE = 100
+
+
+def fetch_owned(redis: Redis, job_id: str, caller: Caller) -> job_views.JobView:
+    """The job, when it is the caller's (an admin's: any job); another key's job is answered as no job at all, with
+    the very same 404."""
+    view = job_views.fetch(redis, job_id)
+    if not caller.admin and (view.job.meta.get("owner") or {}).get("key_id") != caller.key_id:
+        raise job_views.unknown(job_id)
+    return view
+
+
+def _cursor(text: str | None) -> tuple[float, str] | None:
+    if text is None:
+        return None
+    score, _, job_id = text.partition("_")
+    try:
+        value = float(score)
+    except ValueError:
+        value = float("nan")
+    if value != value or not job_id or len(job_id) > 64:  # noqa: PLR0124 - NaN
+        raise RequestValidationError([{"loc": ("query", "cursor"), "type": "value_error", "input": text,
+                                       "msg": "not a cursor of this listing: pass `next_cursor` of the previous page"}])
+    return value, job_id
+
+
+@router.get("", response_model=JobList, summary="The caller's jobs (an admin's: every job), newest first",
+            description="Pages of `limit` jobs; `next_cursor` gives the next page. Jobs appear until they expire.",
+            responses=responses(401, 422, 429, 503))
+def list_jobs(caller: CallerDep, redis: RedisDep,
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Jobs per page")] = 20,
+              cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
+              ) -> JobList:
+    key = ALL_JOBS if caller.admin else OWNER_JOBS + caller.key_id
+    after = _cursor(cursor)
+    page: list[JobPublic] = []
+    last: tuple[float, str] | None = None
+    more = False
+    while not more:
+        top = "+inf" if after is None else repr(after[0])
+        ties = 0 if after is None else redis.zcount(key, top, top)
+        rows = redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit - len(page) + 1 + ties, withscores=True)
+        rows = [(member.decode(), score) for member, score in rows]
+        if after is not None:  # after the cursor: an older job, or one as old that sorts before it
+            rows = [(job_id, score) for job_id, score in rows if score < after[0] or job_id < after[1]]
+        if not rows:
+            break
+        for job_id, score in rows:
+            after = (score, job_id)
+            try:
+                view = job_views.fetch(redis, job_id)
+            except job_views.NotFound:
+                redis.zrem(key, job_id)  # expired after its retention time
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(job_views.public(view))
+            last = (score, job_id)
+    next_cursor = f"{last[0]!r}_{last[1]}" if more and last else None
+    return JobList(jobs=page, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="Status, progress and request of a job",
-            responses=responses(404, 503))
-def get_job(job_id: JobIdDep, redis: RedisDep) -> JobPublic:
-    return job_views.public(job_views.fetch(redis, job_id))
+            responses=responses(401, 404, 429, 503))
+def get_job(job_id: JobIdDep, redis: RedisDep, caller: CallerDep) -> JobPublic:
+    return job_views.public(fetch_owned(redis, job_id, caller))
 
 
 @router.delete("/{job_id}", response_model=JobPublic, summary="Cancel a queued or running job",
                description="200 once the job is canceled; 202 when a worker is still stopping it.",
                responses={202: {"model": JobPublic, "description": "Canceled; a worker is still stopping"},
-                          **responses(404, 409, 503, descriptions={409: "The job already ended"})})
-def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
-    view = job_views.fetch(redis, job_id)
+                          **responses(401, 404, 409, 429, 503, descriptions={409: "The job already ended"})})
+def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> JSONResponse:
+    view = fetch_owned(redis, job_id, caller)
     status = view.state
     if status not in _ACTIVE:
         raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled",
@@ -56,6 +124,9 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep) -> JSON
     while any(j.get_status(refresh=True) == JobStatus.STARTED for j in view.parts) and time.monotonic() < deadline:
         time.sleep(0.05)
     view.discard_files(settings.jobs_dir)  # else the part still running removes them when it stops
+    owner = view.job.meta.get("owner") or {}
+    if owner.get("key_id"):
+        quotas.release(redis, owner["key_id"], job_id)
     public = job_views.public(job_views.fetch(redis, job_id))
     return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 
@@ -65,7 +136,7 @@ _RESULT_RESPONSES = {
           "headers": {"Content-Length": {"description": "Size of the archive in bytes", "schema": {"type": "integer"}},
                       "Content-Disposition": {"description": "attachment; filename=deepsynthbody_...zip",
                                               "schema": {"type": "string"}}}},
-    **responses(404, 409, 503, descriptions={
+    **responses(401, 404, 409, 429, 503, descriptions={
         404: "No such job, or its archive is no longer stored",
         409: "No archive (yet): the job is queued or running, or was canceled or failed (it never will have one)"}),
 }
@@ -90,8 +161,8 @@ def _archive_conflict(view: job_views.JobView) -> Conflict:
              response_class=FileResponse, responses=_RESULT_RESPONSES)
 @router.get("/{job_id}/result", summary="The zip archive of a finished job", response_class=FileResponse,
             responses=_RESULT_RESPONSES)
-def get_result(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep) -> FileResponse:
-    view = job_views.fetch(redis, job_id)
+def get_result(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> FileResponse:
+    view = fetch_owned(redis, job_id, caller)
     if view.state is not JobState.finished:
         raise _archive_conflict(view)
     archive = JobPaths(settings.jobs_dir, job_id).archive
@@ -107,9 +178,9 @@ def get_result(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep) -> File
             response_class=StreamingResponse,
             responses={200: {"description": "One JSON object per line: a sample, or a last line with `error`",
                              "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
-                       **responses(404, 409, 503, descriptions={409: "The job was canceled or failed"})})
-def stream(job_id: JobIdDep, redis: RedisDep, store: StoreDep, settings: SettingsDep) -> StreamingResponse:
-    view = job_views.fetch(redis, job_id)
+                       **responses(401, 404, 409, 429, 503, descriptions={409: "The job was canceled or failed"})})
+def stream(job_id: JobIdDep, redis: RedisDep, store: StoreDep, settings: SettingsDep, caller: CallerDep) -> StreamingResponse:
+    view = fetch_owned(redis, job_id, caller)
     status = view.state
     if status in (JobState.failed, JobState.canceled):
         raise Conflict(f"job {job_id} {'was canceled' if status is JobState.canceled else 'failed'}; nothing to stream",

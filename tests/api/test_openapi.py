@@ -94,7 +94,7 @@ def test_one_generate_path_per_installed_subcategory(doc: Document, client: http
     documented = {path for path in doc.spec["paths"] if path.startswith("/generate/")}
     assert documented == installed and {ECG, GI_TRACT} <= documented
     ecg = doc.spec["paths"][ECG]["post"]
-    assert set(ecg["responses"]) == {"202", "404", "415", "422", "503"}
+    assert set(ecg["responses"]) == {"202", "401", "404", "408", "413", "415", "422", "429", "503"}
     assert "parameters" not in ecg
     assert len({op["operationId"] for item in doc.spec["paths"].values() for op in item.values()}) == sum(
         len(item) for item in doc.spec["paths"].values())

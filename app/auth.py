@@ -1,0 +1,142 @@
+"""Who is calling: `Authorization: Bearer KEY` resolved into a `Caller` on every route but health and the docs.
+
+An ASGI middleware, so every route (the generate route takes the bare Request) gets `request.state.caller`, and a
+request without a valid key is answered 401 before routing. A presented key is hashed (sha256) and its record
+read by that hash in one Redis round trip, which also records its last use and counts its requests this second
+(`deepsynthbody.keys.AUTHENTICATE`); the stored hash is compared with `hmac.compare_digest`. Nothing is cached:
+a revoked key is refused on its next request. With `DSB_AUTH=off` every caller is `anonymous`, an admin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+import redis.exceptions
+from fastapi import Depends, Request
+from redis.asyncio import Redis as AsyncRedis
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import RETRY_AFTER_SECONDS, error_response
+from deepsynthbody import keys
+from deepsynthbody.keys import Caller
+from deepsynthbody.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json"})
+PUBLIC_PREFIX = "/docs/"  # the docs' own assets (app.docs.ASSETS_URL) and Swagger UI's OAuth2 redirect page
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="deepsynthbody"'}
+SCHEME_NAME = "APIKey"
+SECURITY_SCHEME = {"type": "http", "scheme": "bearer",
+                   "description": "An API key: `deepsynthbody keys create --name NAME` (or POST /admin/keys) prints one. "
+                   "Sent as `Authorization: Bearer KEY`."}
+
+__all__ = ["Caller", "CallerDep", "Authenticate"]
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+class Authenticate:
+    """Sets `scope["state"]["caller"]`; 401 (with WWW-Authenticate) for a missing, unknown or revoked key, 429 for a
+    key over its requests per second, 503 when Redis cannot be reached."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.required = (settings.auth or "required") == "required"
+        self.rate_limit = settings.rate_limit_per_second
+        self.defaults = (settings.default_samples_per_day, settings.default_max_active_jobs)
+        self.anonymous = keys.anonymous(*self.defaults)
+        self._redis: AsyncRedis | None = None
+        self._script = None
+        self.redis_url = settings.redis_url
+
+    def _authenticate_script(self):  # noqa: ANN202 - redis' AsyncScript
+        if self._script is None:
+            self._redis = AsyncRedis.from_url(str(self.redis_url), socket_connect_timeout=2, socket_timeout=10,
+                                              health_check_interval=30)
+            self._script = self._redis.register_script(keys.AUTHENTICATE)
+        return self._script
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        path: str = scope["path"]
+        if not self.required or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
+            state["caller"] = self.anonymous if not self.required else None
+            await self.app(scope, receive, send)
+            return
+        key = _bearer(scope)
+        if key is None:
+            await self._refuse(scope, receive, send, "this route needs an API key: send `Authorization: Bearer KEY`")
+            return
+        now = time.time()
+        script_keys, args, key_digest = keys.authenticate_args(key, self.rate_limit, now)
+        try:
+            reply = await self._authenticate_script()(keys=script_keys, args=args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
+            log.warning("Redis unreachable while checking an API key: %s", exc)
+            response = error_response(503, "the job queue (Redis) is unreachable; nothing was done, retry later",
+                                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            await response(scope, receive, send)
+            return
+        caller, over = keys.caller_from_reply(reply, key_digest, *self.defaults)
+        if caller is None:
+            await self._refuse(scope, receive, send, "the API key is not valid (wrong, or revoked)")
+            return
+        if over:
+            retry = max(1, int(now) + 1 - int(now))
+            response = error_response(
+                429, f"rate limit: at most {self.rate_limit} requests per second per key (DSB_RATE_LIMIT_PER_SECOND); "
+                f"retry after {retry} s", headers={"Retry-After": str(retry)}, limit="requests_per_second",
+                value=self.rate_limit)
+            await response(scope, receive, send)
+            return
+        state["caller"] = caller
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+        await error_response(401, message, headers=CHALLENGE)(scope, receive, send)
+
+
+async def get_caller(request: Request) -> Caller:
+    return request.state.caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def caller_of(request: Request) -> Caller:
+    return request.state.caller
+
+
+def declare_security(doc: dict) -> None:
+    """The OpenAPI document's bearer scheme (the "Authorize" button of /docs) on every route but the public ones,
+    each of which then declares the 401 (and the 429 of the per-key request rate) it may answer."""
+    from app.errors import _DESCRIPTIONS
+
+    doc.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME_NAME] = SECURITY_SCHEME
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    headers = {401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+               429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}}
+    for path, item in doc.get("paths", {}).items():
+        if path in PUBLIC_PATHS:
+            continue
+        for method, operation in item.items():
+            operation["security"] = [{SCHEME_NAME: []}]
+            for status in (401, 429):
+                declared = operation.setdefault("responses", {}).setdefault(
+                    str(status), {"description": _DESCRIPTIONS[status], "headers": headers[status]})
+                if method != "head":
+                    declared.setdefault("content", error)

@@ -1,0 +1,112 @@
+"""Per-key limits counted in Redis, shared by every API process and host: active jobs and samples per UTC day.
+
+`dsb:active:<key id>` is the set of the key's requests (their job ids) that may be queued or running; a request
+joins it at submit. When the key is at its limit, the check first reads RQ's status of each member and forgets
+the requests that ended (finished, failed, canceled, stopped: whoever ended them, a worker, the API's cancel or
+RQ's clean-up of a dead worker's job) or expired, so a slot comes back however its job ended, with no callback
+to run in the workers (which run only the service's own tasks) and nothing to miss. The API's cancel also
+gives the slot back at once. `dsb:samples:<key
+id>:<YYYYMMDD>` counts the samples the key asked for that UTC day. Check and count are one Lua script: atomic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from redis import Redis
+
+ACTIVE_PREFIX = "dsb:active:"
+SAMPLES_PREFIX = "dsb:samples:"
+RQ_JOB_PREFIX = "rq:job:"
+DAY_TTL = 2 * 24 * 3600
+ACTIVE_RETRY_SECONDS = 5  # Retry-After when a key has too many active jobs: about a poll interval
+
+# KEYS: the active set, the day's sample count. ARGV: job id, max active (0: none), samples per day (0: none),
+# samples asked, RQ's job key prefix. Returns {0} (reserved), {1, active} or {2, used today}.
+RESERVE = """
+local max_active = tonumber(ARGV[2])
+local per_day = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local ended = {finished = true, failed = true, stopped = true, canceled = true}
+if max_active > 0 and redis.call('SCARD', KEYS[1]) >= max_active then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local status = redis.call('HGET', ARGV[5] .. id, 'status')
+    local over = (not status) or ended[status]
+    if status == 'deferred' then
+      local i = 0
+      while true do
+        local chunk = redis.call('HGET', ARGV[5] .. string.format('%s-chunk-%05d', id, i), 'status')
+        if not chunk then break end
+        if chunk == 'failed' or chunk == 'stopped' or chunk == 'canceled' then over = true break end
+        i = i + 1
+      end
+    end
+    if over then redis.call('SREM', KEYS[1], id) end
+  end
+  local active = redis.call('SCARD', KEYS[1])
+  if active >= max_active then return {1, active} end
+end
+if per_day > 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used + n > per_day then return {2, used} end
+  redis.call('INCRBY', KEYS[2], n)
+  redis.call('EXPIRE', KEYS[2], 172800)
+end
+if max_active > 0 then redis.call('SADD', KEYS[1], ARGV[1]) end
+return {0}
+"""
+
+
+def active_key(key_id: str) -> str:
+    return ACTIVE_PREFIX + key_id
+
+
+def day_key(key_id: str, now: datetime) -> str:
+    return f"{SAMPLES_PREFIX}{key_id}:{now:%Y%m%d}"
+
+
+def seconds_to_midnight(now: datetime) -> int:
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - now).total_seconds()) + 1)
+
+
+def release(redis: Redis, key_id: str, job_id: str) -> None:
+    """The request's active slot back (no-op when it has none)."""
+    redis.srem(active_key(key_id), job_id)
+
+
+class OverLimit(Exception):
+    def __init__(self, limit: str, value: int, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.limit, self.value, self.message, self.retry_after = limit, value, message, retry_after
+
+
+def reserve(redis: Redis, key_id: str, max_active: int | None, per_day: int | None, job_id: str, samples: int,
+            now: datetime | None = None) -> None:
+    """Counts the request against the key's limits, or raises OverLimit (nothing counted then)."""
+    now = now or utc_now()
+    reply = redis.eval(RESERVE, 2, active_key(key_id), day_key(key_id, now), job_id, max_active or 0, per_day or 0,
+                       samples, RQ_JOB_PREFIX)
+    if reply[0] == 1:
+        raise OverLimit("max_active_jobs", max_active or 0,
+                        f"limit reached: at most {max_active} active (queued or running) jobs per key; wait for one "
+                        "to finish or cancel one (DELETE /jobs/{id})", ACTIVE_RETRY_SECONDS)
+    if reply[0] == 2:
+        used = int(reply[1])
+        raise OverLimit("samples_per_day", per_day or 0,
+                        f"limit reached: at most {per_day} samples per UTC day per key; {used} used today, this request "
+                        f"asks for {samples}; ask for at most {max(0, (per_day or 0) - used)} or wait for the next UTC day",
+                        seconds_to_midnight(now))
+
+
+def unreserve(redis: Redis, key_id: str, per_day: int | None, job_id: str, samples: int) -> None:
+    """A request that was counted but not enqueued: its slot and samples back."""
+    with redis.pipeline() as pipe:
+        pipe.srem(active_key(key_id), job_id)
+        if per_day:
+            pipe.decrby(day_key(key_id, utc_now()), samples)
+        pipe.execute()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
