@@ -147,12 +147,45 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+_WRITE_REFUSALS = {  # Redis's error prefixes for "cannot write now", and what they mean
+    "MISCONF": "the job queue (Redis) cannot save to its disk (full or unwritable) and refuses writes",
+    "OOM": "the job queue (Redis) is out of memory (maxmemory) and refuses writes",
+    "READONLY": "the job queue (Redis) is a read-only replica and refuses writes",
+    "MASTERDOWN": "the job queue (Redis) lost its primary and refuses writes",
+    "NOREPLICAS": "the job queue (Redis) has too few replicas and refuses writes",
+}
+
+
+def redis_write_refusal(exc: redis.exceptions.ResponseError) -> str | None:
+    """What a Redis error means when it says Redis cannot take writes now (a full disk, maxmemory, a replica);
+    None for any other error."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return _WRITE_REFUSALS["OOM"]
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return _WRITE_REFUSALS["READONLY"]
+    text = str(exc).split(" of pipeline caused error: ", 1)[-1]  # how redis-py reports a command in a pipeline
+    code = getattr(exc, "status_code", None) or (text.split(maxsplit=1) or [""])[0]  # redis-py strips some codes
+    return _WRITE_REFUSALS.get(str(code).upper())
+
+
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    """An error answer from Redis: a refusal to write is an outage (503), anything else a bug (500)."""
+    assert isinstance(exc, redis.exceptions.ResponseError)
+    refusal = redis_write_refusal(exc)
+    if refusal is None:
+        log.error("%s %s: Redis answered %s", request.method, request.url.path, exc, exc_info=exc)
+        return error_response(500, "internal error; see the server log")
+    log.warning("Redis refuses writes during %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, f"{refusal}; nothing was done, retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for exc_type in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
         app.add_exception_handler(exc_type, _redis_down)
+    app.add_exception_handler(redis.exceptions.ResponseError, _redis_error)
 
 
 _DESCRIPTIONS = {

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         30.0, gt=0, description="Seconds a request body may go without sending anything (408 beyond).")
 
+    # readiness (app/routes/health.py)
+    min_free_bytes: int = Field(
+        1 << 30, ge=0, description="/readyz answers 503 while the file system of the data dir has less free space "
+        "than this (bytes).")
+
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"

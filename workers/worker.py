@@ -32,7 +32,7 @@ from rq.worker_pool import WorkerPool
 
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody.settings import get_settings
-from workers import lifecycle, recovery, retention
+from workers import heartbeat, lifecycle, recovery, retention
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -95,6 +95,15 @@ class GenerationWorker(SimpleWorker):
     """SimpleWorker, so per-process model sessions outlive each job; stops and heartbeats between batches."""
 
     _interrupted_job_id: str | None = None
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self._stop_heartbeats = heartbeat.keep_alive(self)  # every 2 s, idle or busy: /readyz sees a death at once
+
+    def register_death(self) -> None:
+        if getattr(self, "_stop_heartbeats", None):
+            self._stop_heartbeats()
+        super().register_death()
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         reason = refusal(job)
