@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +43,17 @@ def _error(job: Job) -> str | None:
         return ("the worker running it was killed (or its machine stopped) each time it was tried; "
                 "submit the request again")
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "the worker failed without a message"
+    return without_paths(lines[-1]) if lines else "the worker failed without a message"
+
+
+# An absolute path: a "/" that starts a word (not the "//" of a URL, nor a "/" inside a relative path or a word)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"`,;()\[\]{}<>]*")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part (`/srv/dsb/models/x/1/model.onnx` -> `model.onnx`):
+    an error shown to clients names the file, not how the server's disk is laid out."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/", text)
 
 
 @dataclass
