@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from app import errors
+from app import errors, metrics
 from app.enqueue import Enqueuer
 from app.auth import Authenticate
 from app.middleware import BodyLimits, StripTrailingSlash
@@ -42,10 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(admin.router)
     app.add_middleware(Authenticate, settings=settings)  # inside the two below: sees the path without its slash
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(StripTrailingSlash)
+    app.add_middleware(metrics.MetricsMiddleware, router=app.router)  # added last: outermost, counts every answer
     app.openapi = OpenAPIDocument(app, store, settings.max_samples)  # type: ignore[method-assign]
     # Everything built so far (FastAPI, pydantic schemas, the catalog) lives as long as the process: keep it
     # out of the garbage collector's full collections, which otherwise pause a busy API for ~0.2 s (measured

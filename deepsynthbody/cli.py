@@ -37,7 +37,12 @@ def _api(args: argparse.Namespace) -> None:
 
     resolve_auth(args.host)  # DSB_AUTH's default depends on the address
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes)
+    from app.metrics import shared_by_processes
+    from deepsynthbody.logs import uvicorn_config
+
+    with shared_by_processes(args.processes):  # the processes' request metrics, in one directory
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes,
+                    log_config=uvicorn_config())
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -309,7 +314,9 @@ def _plain(value: object) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from deepsynthbody.logs import configure
+
+    configure(args.log_level)  # text, or JSON lines (DSB_LOG_FORMAT)
     _apply(args)
     try:
         args.func(args)

@@ -181,7 +181,7 @@ def banner(settings: Any, host: str, port: int) -> str:  # noqa: ANN401
 def run(host: str, port: int, num_workers: int) -> None:
     import uvicorn
 
-    from deepsynthbody import processes
+    from deepsynthbody import logs, processes
     from deepsynthbody.embedded_redis import EmbeddedRedis
     from deepsynthbody.keys import resolve_auth
     from deepsynthbody.settings import Settings
@@ -218,7 +218,8 @@ def run(host: str, port: int, num_workers: int) -> None:
                 if self.started and not self.should_exit:
                     print(ready, flush=True)
 
-        server = Server(uvicorn.Config("app.main:create_app", factory=True, host=host, port=port))
+        server = Server(uvicorn.Config("app.main:create_app", factory=True, host=host, port=port,
+                                       log_config=logs.uvicorn_config()))
         signals.serving, signals.server = True, server
         server.run(sockets=[sock])
     except _Stop:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         "stored", description="Zip members stored (fast) or deflated (smaller, slower)."
     )
 
+    # observability (deepsynthbody/logs.py, app/metrics.py)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text, or one JSON object per line (time, level, logger, message, "
+        "and fields such as job_id, owner, state) in every process.")
+
     # identities and limits (deepsynthbody/keys.py, deepsynthbody/quotas.py, app/auth.py, app/middleware.py)
     auth: Literal["required", "off"] | None = Field(
         None, description="API keys required (`required`) or not (`off`); unset: `off` when the API listens on a "

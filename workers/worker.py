@@ -31,6 +31,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
+from deepsynthbody import job_events, logs
 from deepsynthbody.settings import get_settings
 from workers import heartbeat, lifecycle, recovery, retention
 
@@ -109,6 +110,7 @@ class GenerationWorker(SimpleWorker):
         reason = refusal(job)
         if reason is not None:
             return self._refuse(job, queue, execution, reason)
+        job_events.started(job)
         lifecycle.attach(lambda: self.maintain_heartbeats(job, execution))
         try:
             return super().perform_job(job, queue, execution)
@@ -159,10 +161,16 @@ class GenerationWorker(SimpleWorker):
         canceled = self._stopped_job_id == job.id
         if interrupted and not canceled:
             self._queue_again(job, queue, execution)
+            job_events.requeued(job, "the worker is shutting down")
             return
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        job_events.failure_handled(job, exc_string)
         if canceled:
             remove_canceled_files(self.connection, job)
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution: Execution) -> None:  # noqa: ANN001
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        job_events.finished(job, queue.name)
 
     def _queue_again(self, job: Job, queue: Queue, execution: Execution | None) -> None:
         """Back to the front of its queue, as it was enqueued: not a retry, nothing failed."""
@@ -216,7 +224,7 @@ def connect() -> Redis:
 
 
 def run(queues: list[str], num_workers: int = 1, burst: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(logging.INFO, force=False)  # as the command configured it, else text or JSON (DSB_LOG_FORMAT)
     for name in ("rq.worker", "rq.scheduler", "rq.worker_pool"):
         logging.getLogger(name).addFilter(_not_bookkeeping)
     connection = connect()

@@ -1,0 +1,85 @@
+"""One log line per job state change, with the job id and the owner's name (never the key), in every process:
+the API logs `queued`, the workers `started`, `finished`, `failed` and `requeued`; as plain text, and with
+`DSB_LOG_FORMAT=json` as one JSON object per line (every line of every process), the job's fields included.
+
+Real processes: `deepsynthbody api` with keys required, `deepsynthbody worker`, a real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Worker
+
+from deepsynthbody.settings import Settings
+from tests.conftest import ECG, ROOT, environment, wait_finished, wait_for
+from tests.helpers.auth_api import client, new_key, start_api, stop
+
+
+@pytest.fixture(params=["text", "json"])
+def service(request: pytest.FixtureRequest, settings: Settings, ecg_model_dir: Path, broken_model: str,
+            tmp_path: Path) -> Iterator[tuple[str, str, Path, Path, str]]:
+    """An API (keys required) and a worker on a queue of their own, logging to files in the requested format."""
+    fmt = request.param
+    own = settings.model_copy(update={"queue": f"logs-{secrets.token_hex(4)}"})
+    api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    redis = Redis.from_url(str(own.redis_url))
+    with api_log.open("wb") as api_out, worker_log.open("wb") as worker_out:
+        api, url = start_api(own, stderr=api_out, DSB_AUTH="required", DSB_LOG_FORMAT=fmt)
+        worker = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, stderr=worker_out,
+                                  stdout=worker_out, env=environment(own, DSB_LOG_FORMAT=fmt, DSB_BATCH_SIZE="4"))
+        try:
+            wait_for(lambda: any(own.queue in w.queue_names() for w in Worker.all(connection=redis)), 30,
+                     "the worker to register")
+            yield fmt, url, api_log, worker_log, new_key(own, f"alice-{fmt}")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+            stop(api)
+            redis.close()
+
+
+def _events(fmt: str, path: Path, job_id: str) -> list[dict[str, str]]:
+    """The job's state changes in a process's log: parsed from JSON, or read from the text line."""
+    events = []
+    for line in path.read_text().splitlines():
+        if fmt == "json":
+            record = json.loads(line)  # every line of the process is one JSON object
+            assert {"time", "level", "logger", "message"} <= record.keys(), line
+            if record.get("job_id") == job_id and "state" in record:  # RQ's own lines carry job_id too
+                assert record["message"].startswith(f"job {job_id} {record['state']} (owner {record['owner']}")
+                events.append({"state": record["state"], "owner": record["owner"]})
+        elif f"job {job_id} " in line and "(owner " in line:
+            state = line.split(f"job {job_id} ", 1)[1].split(" ", 1)[0]
+            owner = line.split("(owner ", 1)[1].split(";", 1)[0].rstrip(")")
+            events.append({"state": state, "owner": owner})
+    return events
+
+
+def test_each_state_change_is_one_line_with_the_job_id_and_the_owner_name(
+        service: tuple[str, str, Path, Path, str], broken_model: str) -> None:
+    fmt, url, api_log, worker_log, key = service
+    owner = f"alice-{fmt}"
+    with client(url, key) as http:
+        good = http.post(ECG, json={"num_samples": 6, "seed": 3, "format": "npy"}).json()["job_id"]
+        bad = http.post(broken_model, json={"num_samples": 2, "seed": 3}).json()["job_id"]
+        assert wait_finished(http, good)["status"] == "finished"
+        assert wait_finished(http, bad)["status"] == "failed"
+
+    wait_for(lambda: any(e["state"] == "failed" for e in _events(fmt, worker_log, bad)), 10, "the failure's line")
+    for job_id in (good, bad):
+        assert _events(fmt, api_log, job_id) == [{"state": "queued", "owner": owner}]
+    assert _events(fmt, worker_log, good) == [{"state": "started", "owner": owner},
+                                              {"state": "finished", "owner": owner}]
+    # the broken model fails on each of its tries: RQ runs it again twice (the API's Retry), then it fails for good
+    assert _events(fmt, worker_log, bad) == [{"state": "started", "owner": owner}, {"state": "requeued", "owner": owner}] * 2 + [
+        {"state": "started", "owner": owner}, {"state": "failed", "owner": owner}]
+    for log in (api_log, worker_log):
+        assert key not in log.read_text()
