@@ -1,9 +1,10 @@
 """Per-key limits counted in Redis, shared by every API process and host: active jobs and samples per UTC day.
 
-`dsb:active:<key id>` is the set of the key's requests (their job ids) that may be queued or running; a request
-joins it at submit. When the key is at its limit, the check first reads RQ's status of each member and forgets
+`dsb:active:<key id>` is the set of the key's requests (their job ids) that may be queued or running, scored by
+when each was counted; a request joins it at submit, just before its jobs are stored. When the key is at its limit, the check first reads RQ's status of each member and forgets
 the requests that ended (finished, failed, canceled, stopped: whoever ended them, a worker, the API's cancel or
-RQ's clean-up of a dead worker's job) or expired, so a slot comes back however its job ended, with no callback
+RQ's clean-up of a dead worker's job) or expired (no job, though counted more than PENDING_SECONDS ago: not one
+being stored right now), so a slot comes back however its job ended, with no callback
 to run in the workers (which run only the service's own tasks) and nothing to miss. The API's cancel also
 gives the slot back at once. `dsb:samples:<key
 id>:<YYYYMMDD>` counts the samples the key asked for that UTC day. Check and count are one Lua script: atomic.
@@ -19,31 +20,37 @@ ACTIVE_PREFIX = "dsb:active:"
 SAMPLES_PREFIX = "dsb:samples:"
 RQ_JOB_PREFIX = "rq:job:"
 DAY_TTL = 2 * 24 * 3600
+PENDING_SECONDS = 60  # a counted request whose job is not stored after this long never will be (its API died)
 ACTIVE_RETRY_SECONDS = 5  # Retry-After when a key has too many active jobs: about a poll interval
 
 # KEYS: the active set, the day's sample count. ARGV: job id, max active (0: none), samples per day (0: none),
-# samples asked, RQ's job key prefix. Returns {0} (reserved), {1, active} or {2, used today}.
+# samples asked, RQ's job key prefix, now (seconds), PENDING_SECONDS. Returns {0} (reserved), {1, active} or
+# {2, used today}.
 RESERVE = """
 local max_active = tonumber(ARGV[2])
 local per_day = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local ended = {finished = true, failed = true, stopped = true, canceled = true}
-if max_active > 0 and redis.call('SCARD', KEYS[1]) >= max_active then
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local now = tonumber(ARGV[6])
+if max_active > 0 and redis.call('ZCARD', KEYS[1]) >= max_active then
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local id = members[i]
     local status = redis.call('HGET', ARGV[5] .. id, 'status')
-    local over = (not status) or ended[status]
+    local over
+    if status then over = ended[status] else over = tonumber(members[i + 1]) < now - tonumber(ARGV[7]) end
     if status == 'deferred' then
-      local i = 0
+      local c = 0
       while true do
-        local chunk = redis.call('HGET', ARGV[5] .. string.format('%s-chunk-%05d', id, i), 'status')
+        local chunk = redis.call('HGET', ARGV[5] .. string.format('%s-chunk-%05d', id, c), 'status')
         if not chunk then break end
         if chunk == 'failed' or chunk == 'stopped' or chunk == 'canceled' then over = true break end
-        i = i + 1
+        c = c + 1
       end
     end
-    if over then redis.call('SREM', KEYS[1], id) end
+    if over then redis.call('ZREM', KEYS[1], id) end
   end
-  local active = redis.call('SCARD', KEYS[1])
+  local active = redis.call('ZCARD', KEYS[1])
   if active >= max_active then return {1, active} end
 end
 if per_day > 0 then
@@ -52,7 +59,7 @@ if per_day > 0 then
   redis.call('INCRBY', KEYS[2], n)
   redis.call('EXPIRE', KEYS[2], 172800)
 end
-if max_active > 0 then redis.call('SADD', KEYS[1], ARGV[1]) end
+if max_active > 0 then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
 return {0}
 """
 
@@ -72,7 +79,7 @@ def seconds_to_midnight(now: datetime) -> int:
 
 def release(redis: Redis, key_id: str, job_id: str) -> None:
     """The request's active slot back (no-op when it has none)."""
-    redis.srem(active_key(key_id), job_id)
+    redis.zrem(active_key(key_id), job_id)
 
 
 class OverLimit(Exception):
@@ -86,7 +93,7 @@ def reserve(redis: Redis, key_id: str, max_active: int | None, per_day: int | No
     """Counts the request against the key's limits, or raises OverLimit (nothing counted then)."""
     now = now or utc_now()
     reply = redis.eval(RESERVE, 2, active_key(key_id), day_key(key_id, now), job_id, max_active or 0, per_day or 0,
-                       samples, RQ_JOB_PREFIX)
+                       samples, RQ_JOB_PREFIX, f"{now.timestamp():.3f}", PENDING_SECONDS)
     if reply[0] == 1:
         raise OverLimit("max_active_jobs", max_active or 0,
                         f"limit reached: at most {max_active} active (queued or running) jobs per key; wait for one "
@@ -102,7 +109,7 @@ def reserve(redis: Redis, key_id: str, max_active: int | None, per_day: int | No
 def unreserve(redis: Redis, key_id: str, per_day: int | None, job_id: str, samples: int) -> None:
     """A request that was counted but not enqueued: its slot and samples back."""
     with redis.pipeline() as pipe:
-        pipe.srem(active_key(key_id), job_id)
+        pipe.zrem(active_key(key_id), job_id)
         if per_day:
             pipe.decrby(day_key(key_id, utc_now()), samples)
         pipe.execute()
