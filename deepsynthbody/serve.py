@@ -4,6 +4,11 @@ Before anything starts, `serve` takes its port (the socket the API will serve on
 Redis, an exclusive lock on its data dir: a second `serve` on a busy port or on a data dir in use says what
 to do in one line and starts nothing (a second Redis on the same append-only file would corrupt it).
 
+The private Redis listens on loopback and requires a password (`deepsynthbody.embedded_redis`); every process
+`serve` starts gets its URL in DSB_REDIS_URL. `serve` starts one `deepsynthbody worker` process per worker and
+watches them and Redis (`deepsynthbody.processes.Supervisor`): one that dies is started again, and a dead
+worker's job runs again at once.
+
 Its children run in sessions of their own (`deepsynthbody.processes`), so Ctrl-C reaches `serve` alone,
 which stops them in order: the API, then the workers (a running job is interrupted at its next batch and
 goes back on the queue), then Redis. A second Ctrl-C kills the workers at once; what they were running
@@ -197,19 +202,21 @@ def run(host: str, port: int, num_workers: int) -> None:
 
     signals = _Signals()
     signals.install()
-    redis_server = workers = None
+    redis_server = None
+    supervisor: processes.Supervisor | None = None
     server = None
     try:
         if lock is not None:
-            redis_server = EmbeddedRedis(data_dir / "redis").start(keep_fds=(lock,))
-            os.environ["DSB_REDIS_URL"] = redis_server.url
-            log.info("started a private Redis at %s (data in %s)", redis_server.url, redis_server.directory)
+            redis_server = EmbeddedRedis.private(data_dir).start(keep_fds=(lock,))
+            os.environ["DSB_REDIS_URL"] = redis_server.url  # with its password: for the processes started here
+            log.info("started a private Redis at %s (data in %s)", redis_server.address, redis_server.directory)
             _recover(redis_server.url, settings.queue)
         build_missing(Settings())
         if num_workers and "DSB_ORT_THREADS" not in os.environ:
             os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))
-        if num_workers:
-            workers = processes.spawn([sys.executable, "-m", "deepsynthbody", "worker", "--workers", str(num_workers)])
+        supervisor = processes.Supervisor([sys.executable, "-m", "deepsynthbody", "worker"], num_workers,
+                                          redis_server.url if redis_server else str(settings.redis_url),
+                                          settings.queue, redis_server).start()
         ready = banner(Settings(), host, port)
 
         class Server(uvicorn.Server):
@@ -227,11 +234,14 @@ def run(host: str, port: int, num_workers: int) -> None:
     finally:
         signals.serving = True
         sock.close()
-        if workers is not None:
-            log.info("stopping the workers (a running job goes back on the queue; Ctrl-C again to kill them)")
-        processes.stop(workers, timeout=STOP_WORKERS_SECONDS, hurry=signals.hurry)
+        if supervisor is not None:
+            if supervisor.workers:
+                log.info("stopping the workers (a running job goes back on the queue; Ctrl-C again to kill them)")
+            supervisor.stop(timeout=STOP_WORKERS_SECONDS, hurry=signals.hurry)
         if redis_server is not None:
             redis_server.stop()
+        if supervisor is not None:
+            supervisor.close()
         if lock is not None:
             os.close(lock)
     if server is not None and not server.started and not signals.count:

@@ -7,6 +7,9 @@ that are no longer registered: RQ's own `StartedJobRegistry.cleanup` retries eac
 retries left (the API enqueues jobs with `Retry`), and fails it with a message after that. Chunks are
 deterministic and rewrite their files from the start, so running one again gives the same bytes.
 
+When the death is seen as it happens (`serve` supervising its worker processes, a worker pool reaping a child:
+`worker_gone`), the dead worker's registration goes at once and its job runs again within a second or two.
+
 Imports RQ only: `serve` calls it before any worker starts.
 """
 
@@ -22,6 +25,18 @@ from rq.serializers import JSONSerializer
 
 log = logging.getLogger(__name__)
 
+LOCK = "deepsynthbody:recovery"  # one recovery at a time: two at once could queue the same job twice
+
+
+def worker_gone(connection: Redis, queue_names: list[str], name: str | None = None, pid: int | None = None,
+                hostname: str | None = None) -> list[str]:
+    """A worker process was seen dying (by its name, or by its pid on this host): deregister it now, instead of
+    when its registration expires, and run again what it was running. The ids of the jobs queued again."""
+    for worker in Worker.all(connection=connection, serializer=JSONSerializer):
+        if worker.name == name or (pid is not None and worker.pid == pid and worker.hostname == hostname):
+            worker.register_death()
+    return requeue_orphans(connection, queue_names)
+
 
 def forget_workers(connection: Redis) -> int:
     """Deregister every worker: for `serve`, whose private Redis no live worker can be using yet."""
@@ -33,6 +48,11 @@ def forget_workers(connection: Redis) -> int:
 
 def requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
     """Run again (or fail) the jobs that workers no longer registered left started; their ids."""
+    with connection.lock(LOCK, timeout=60, blocking_timeout=30):
+        return _requeue_orphans(connection, queue_names)
+
+
+def _requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
     alive = {worker.name for worker in Worker.all(connection=connection, serializer=JSONSerializer)}
     orphans: list[str] = []
     for name in queue_names:

@@ -54,6 +54,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     paths.parts.mkdir(parents=True, exist_ok=True)
     shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
     in_place = _npy_in_place(spec, settings)  # an npy job's array is written as its archive's first member
+    kept = _kept_progress(job, paths)
     samples = SamplesFile.create(paths.samples, dtype, (spec["num_samples"], *shape),
                                  archive.member_header(_bundle_name(entry) + ".npy") if in_place else b"")
     batch_size = runtime.batch_size(model, settings)
@@ -63,14 +64,14 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
         lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at {start - first}/{total} samples")
 
     _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
-            progress={"done": 0, "total": total})
+            progress={"done": kept, "total": total})
     with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
         writer = ENCODERS[spec["format"]](_context(entry, spec, paths, members, index))
 
         def consume(batch: np.ndarray, start: int) -> None:
             samples.write(start, batch)
             writer.write(batch, start)
-            _report(job, progress={"done": start + len(batch) - first, "total": total})
+            _report(job, progress={"done": max(kept, start + len(batch) - first), "total": total})
 
         pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume,
                          before_batch, batch_size)
@@ -100,6 +101,14 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
     _report(job, finished_at=finished_at)  # the status's ended_at: the manifest's finished_at
     shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
+
+
+def _kept_progress(job: Job | None, paths: JobPaths) -> int:
+    """A part run again (its worker died or stopped) rewrites its samples from its first one, the same bytes over
+    the same bytes: what it had reached stays its progress until it goes further, so `done` never goes back. Unless
+    its samples file is gone (a new, empty one is made): then it starts from 0 again."""
+    saved = job.meta.get("progress") if job is not None else None
+    return int(saved.get("done", 0)) if saved and paths.samples.exists() else 0
 
 
 def _npy_in_place(spec: JobSpec, settings: Settings) -> bool:

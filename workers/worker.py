@@ -8,8 +8,13 @@ How a running job ends early, and what becomes of it:
 - the worker's shutdown (SIGTERM, SIGINT: `serve` stopping, `docker stop`): the job stops at its next batch
   and goes back to the front of its queue, without using up one of its retries; the next worker runs it again
   from its start (its files are rewritten, the same bytes);
-- the worker's death (SIGKILL, a crash): the next worker to start, or `serve` when it starts again, finds the
-  job started by a worker that is no longer registered and runs it again at once (`workers.recovery`).
+- the worker's death (SIGKILL, a crash): whoever sees it die (`serve`, which supervises its worker processes, or
+  the worker pool of `deepsynthbody worker --workers N`) deregisters it and runs its job again at once; otherwise
+  the next worker to start, or `serve` when it starts again, finds the job started by a worker that is no longer
+  registered and runs it again (`workers.recovery`).
+
+Workers run no RQ scheduler process: the service schedules nothing (its retries are immediate), and a
+scheduler forked by a worker outlives a killed worker, holding its lock for minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 from types import FrameType
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, worker_registration
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -28,7 +34,7 @@ from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
-from rq.worker_pool import WorkerPool
+from rq.worker_pool import WorkerData, WorkerPool
 
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody import job_events, logs
@@ -96,6 +102,11 @@ class GenerationWorker(SimpleWorker):
     """SimpleWorker, so per-process model sessions outlive each job; stops and heartbeats between batches."""
 
     _interrupted_job_id: str | None = None
+    max_connection_wait_time = 2.0  # Redis gone (restarted by `serve`): try again every 2 s, not up to every 60 s
+
+    def work(self, *args: object, **kwargs: object) -> bool:
+        kwargs["with_scheduler"] = False  # see the module's docstring
+        return super().work(*args, **kwargs)  # type: ignore[arg-type]
 
     def register_birth(self) -> None:
         super().register_birth()
@@ -174,9 +185,6 @@ class GenerationWorker(SimpleWorker):
 
     def _queue_again(self, job: Job, queue: Queue, execution: Execution | None) -> None:
         """Back to the front of its queue, as it was enqueued: not a retry, nothing failed."""
-        progress = job.meta.get("progress")
-        if progress:
-            job.meta["progress"] = {**progress, "done": 0}  # it starts again from its first sample
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             queue._enqueue_job(job, pipeline=pipe, at_front=True)  # what RQ's own Job.retry does, minus the count
@@ -187,7 +195,6 @@ class GenerationWorker(SimpleWorker):
         for queue in self.queues:
             if queue.acquire_maintenance_lock():  # one worker at a time, as RQ does
                 try:
-                    recovery.requeue_orphans(self.connection, [queue.name])
                     clean_registries(queue, self._exc_handlers)
                     worker_registration.clean_worker_registry(queue)
                     queue.intermediate_queue.cleanup(self, queue)
@@ -196,10 +203,28 @@ class GenerationWorker(SimpleWorker):
         self.last_cleaned_at = now()
 
     def run_maintenance_tasks(self) -> None:
+        # First of all, and at every start whoever else did RQ's maintenance lately: what dead workers left started
+        recovery.requeue_orphans(self.connection, self.queue_names())
         super().run_maintenance_tasks()
         settings = get_settings()
         # RQ forgets a finished job after result_ttl; its files go too (an hour later, so no download is cut short)
         retention.remove_expired(settings.jobs_dir, settings.result_ttl + 3600)
+
+
+class GenerationWorkerPool(WorkerPool):
+    """`deepsynthbody worker --workers N`: RQ's pool, which starts a new worker when one dies; the dead one's job
+    runs again at once, instead of once its registration has expired."""
+
+    def handle_dead_worker(self, worker_data: WorkerData) -> None:
+        super().handle_dead_worker(worker_data)
+        code = worker_data.process.exitcode
+        if code:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self.log.warning("worker %s (pid %d) %s; a new one starts", worker_data.name, worker_data.pid, how)
+        try:
+            recovery.worker_gone(self.connection, self._queue_names, name=worker_data.name)
+        except RedisError as exc:  # the next worker to start does it (`GenerationWorker.run_maintenance_tasks`)
+            self.log.warning("could not run worker %s's job again yet: %s", worker_data.name, exc)
 
 
 def remove_canceled_files(connection: Redis, job: Job) -> bool:
@@ -230,7 +255,8 @@ def run(queues: list[str], num_workers: int = 1, burst: bool = False) -> None:
     connection = connect()
     if num_workers == 1:
         worker = GenerationWorker(queues, connection=connection, serializer=JSONSerializer)
-        worker.work(burst=burst, with_scheduler=True)
+        worker.work(burst=burst)
         return
-    pool = WorkerPool(queues, connection=connection, num_workers=num_workers, worker_class=GenerationWorker, serializer=JSONSerializer)
+    pool = GenerationWorkerPool(queues, connection=connection, num_workers=num_workers, worker_class=GenerationWorker,
+                                serializer=JSONSerializer)
     pool.start(burst=burst)
