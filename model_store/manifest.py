@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from model_store.catalog import BODY_SYSTEMS
 
@@ -23,7 +23,38 @@ RESERVED_FIELDS = frozenset({"num_samples", "seed", "format", "version", "model"
 # The arithmetic of `artifact` is fp32; a model may also ship variants in these precisions.
 VARIANT_PRECISIONS = ("fp16", "bf16")
 
-Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} must be 1 to 64 lowercase letters, digits and '-', starting with a letter or "
+                         "digit: it names a folder of the model store")
+    return value
+
+
+def _file_name(value: str) -> str:
+    if not _FILE_NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"{value[:80]!r} must be a plain file name inside the model folder: letters, digits, '.', "
+                         "'_' and '-', not starting with '.', no '/' and no '..'")
+    return value
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+
+
+def _prefix(value: str) -> str:
+    if not _PREFIX.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} must be 1 to 32 letters, digits, '_' and '-', starting with a letter or "
+                         "digit: it begins the names of the archive's files")
+    return value
+
+
+# Manifest values that become parts of paths (store folders, files, archive members): a safe alphabet only
+Slug = Annotated[str, AfterValidator(_slug)]
+FileName = Annotated[str, AfterValidator(_file_name)]
+FilePrefix = Annotated[str, AfterValidator(_prefix)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -81,7 +112,7 @@ class SignalOutput(_Strict):
     scale: float = Field(description="Multiply the tensor by this to get values in `unit`.")
     dtype: Literal["int16"] = "int16"
     record_key: str = Field("channels", description="NDJSON key holding {channel: values}.")
-    file_prefix: str = "signal"
+    file_prefix: FilePrefix = "signal"  # archive members are named <prefix>_NNNNN.<ext>
     derived_channels: list[DerivedChannel] = []
     channel_set_parameter: str | None = None
     channel_sets: dict[str, list[str]] = {}
@@ -116,7 +147,7 @@ class ImageOutput(_Strict):
     color_channels: list[str] = ["R", "G", "B"]
     mask_channel: str | None = Field(None, description="Thresholded to {0, 255} and written as its own PNG.")
     value_range: tuple[float, float] = (-1.0, 1.0)
-    file_prefix: str = "image"
+    file_prefix: FilePrefix = "image"
 
     @model_validator(mode="after")
     def _channels_known(self) -> ImageOutput:
@@ -142,7 +173,7 @@ class Citation(_Strict):
 class Variant(_Strict):
     """The same generator at another precision: the same inputs and output, in another file."""
 
-    artifact: str
+    artifact: FileName
     sha256: Sha256
     description: str = Field(description="How it differs from the fp32 artifact (measured), and what it is for.")
 
@@ -155,7 +186,7 @@ class Manifest(_Strict):
     name: str
     version: PositiveInt
     description: str
-    artifact: str = "model.onnx"
+    artifact: FileName = "model.onnx"
     sha256: Sha256
     inputs: list[ModelInput] = Field(min_length=1)
     output: ModelOutput
@@ -190,9 +221,6 @@ class Manifest(_Strict):
             missing = [v for v in param.enum if str(v) not in self.output.channel_sets]
             if missing:
                 raise ValueError(f"no channel set for {self.output.channel_set_parameter} values {missing}")
-        for artifact in self.artifacts().values():
-            if artifact != artifact.strip() or "/" in artifact or artifact.startswith("."):
-                raise ValueError(f"artifact {artifact!r} must be a plain file name inside the model folder")
         if len(set(self.artifacts().values())) != len(self.artifacts()):
             raise ValueError("each variant needs its own artifact file")
         return self

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +39,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def unsafe_entries(folder: Path) -> list[str]:
+    """What in a contributed folder must not be copied into the store, one message each: symbolic links (a link to
+    /etc/shadow would install that file) and anything that is neither a file nor a folder (a FIFO blocks a copy)."""
+    problems = []
+    for directory, folders, files in os.walk(folder, followlinks=False):
+        for name in sorted([*folders, *files]):
+            path = Path(directory) / name
+            relative = path.relative_to(folder)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                problems.append(f"{relative} is a symbolic link (to {os.readlink(path)}): put the file itself in the "
+                                "folder; links are not installed")
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                problems.append(f"{relative} is not a regular file or folder: remove it")
+    return problems
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -123,17 +142,26 @@ class ModelStore:
 
     def install(self, source: Path, version: int | None = None) -> ModelEntry:
         """Copy a validated model folder in as a new version (the next free number unless given)."""
+        source = Path(source)
+        problems = unsafe_entries(source) if source.is_dir() else [f"{source} is not a folder"]
+        if problems:
+            raise ModelInvalid(f"{source} was not installed: {'; '.join(problems)}")
         manifest = load_manifest(source)
         taken = [e.manifest.version for e in self.entries(fresh=True) if e.manifest.id == manifest.id]
         version = version or max([manifest.version, *(v + 1 for v in taken)])
         if version in taken:
             raise Conflict(f"model {manifest.id} already has version {version}")
         target = self.install_root / manifest.category / manifest.subcategory / manifest.id / str(version)
+        if not target.resolve().is_relative_to(self.install_root.resolve()):  # the manifest's slugs make this hold
+            raise ModelInvalid(f"model {manifest.id} would be installed outside {self.install_root}")
         if target.exists():
             raise Conflict(f"{target} exists already")
         staging = target.with_name(f".{version}.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
+        shutil.copytree(source, staging, symlinks=True)  # a link made since the check above is copied as a link ...
+        if problems := unsafe_entries(staging):  # ... and refused here, with nothing installed
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ModelInvalid(f"{source} changed while it was copied and was not installed: {'; '.join(problems)}")
         (staging / MANIFEST_FILE).write_text(manifest.model_copy(update={"version": version}).model_dump_json(indent=2))
         staging.rename(target)
         return ModelEntry(load_manifest(target), target)

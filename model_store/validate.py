@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from model_store.manifest import MANIFEST_FILE, ImageOutput, Manifest, ParameterInput, SignalOutput
-from model_store.store import sha256_file
+from model_store.store import sha256_file, unsafe_entries
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16"}
 
@@ -23,6 +23,8 @@ def expected_output_shape(output: SignalOutput | ImageOutput) -> tuple[int, ...]
 
 def _manifest(folder: Path) -> tuple[Manifest | None, list[str]]:
     path = folder / MANIFEST_FILE
+    if path.is_symlink():
+        return None, []  # `unsafe_entries` says so
     if not path.is_file():
         return None, [f"{MANIFEST_FILE} is missing from {folder}"]
     try:
@@ -42,7 +44,7 @@ def _manifest(folder: Path) -> tuple[Manifest | None, list[str]]:
             where = ".".join(str(p) for p in error["loc"]) or "(top level)"
             if where.split(".")[0] in ("license", "citations") and problems:
                 continue  # already said in plain words above
-            problems.append(f"manifest: {where}: {error['msg']}")
+            problems.append(f"manifest: {where}: {error['msg'].removeprefix('Value error, ')}")
         return None, problems
 
 
@@ -96,11 +98,15 @@ def validate(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
+    unsafe = unsafe_entries(folder)
     manifest, problems = _manifest(folder)
+    problems = [*unsafe, *problems]
     if manifest is None:
         return problems
     for precision, name in manifest.artifacts().items():
         artifact = folder / name
+        if artifact.is_symlink():
+            continue  # said above; not read through
         if not artifact.is_file():
             variant = "" if precision == "fp32" else f" ({precision} variant)"
             problems.append(f"artifact {name}{variant} named by the manifest is missing")
