@@ -1,0 +1,112 @@
+"""`deepsynthbody worker --workers N` (a worker pool, the many-machines way): a worker SIGKILLed mid-job is replaced
+and its job runs again at once; SIGTERM to the pool hands the running job back to the queue."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from redis import Redis
+from rq import Queue, Worker
+
+from deepsynthbody.settings import Settings
+from tests.conftest import ROOT, environment, run_api, submit, wait_finished, wait_for
+
+
+@pytest.fixture
+def own_queue(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Iterator[tuple[Settings, httpx.Client]]:
+    """The session's Redis and data dir, a queue no other worker listens on, and an API enqueueing on it."""
+    mine = settings.model_copy(update={"queue": f"pool-{uuid.uuid4().hex[:8]}", "chunk_size": 5000})
+    api, url = run_api(mine)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield mine, client
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+
+def _pool(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker", "--workers", "2"], cwd=ROOT,
+                                   env=environment(settings, DSB_BATCH_SIZE="16"), stdout=out, stderr=out)
+    queue = Queue(settings.queue, connection=Redis.from_url(str(settings.redis_url)))
+    wait_for(lambda: len(Worker.all(queue=queue)) == 2, 60, "the pool's 2 workers to register")
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _files(client: httpx.Client, job_id: str) -> list[dict]:
+    return json.loads(zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{job_id}/result").content))
+                      .read("manifest.json"))["files"]
+
+
+def _busy_worker(settings: Settings, pool: subprocess.Popen[bytes], job_id: str) -> psutil.Process:
+    """The pool's worker process running this job."""
+    redis = Redis.from_url(str(settings.redis_url))
+    queue = Queue(settings.queue, connection=redis)
+    [worker] = [w for w in Worker.all(queue=queue) if w.get_current_job_id() == job_id]
+    assert worker.pid in [child.pid for child in psutil.Process(pool.pid).children()]
+    return psutil.Process(worker.pid)
+
+
+def test_a_pool_worker_killed_mid_job_is_replaced_and_the_job_finishes_the_same(
+        own_queue: tuple[Settings, httpx.Client], tmp_path: Path) -> None:
+    settings, client = own_queue
+    log = tmp_path / "pool.log"
+    pool = _pool(settings, log)
+    try:
+        request = {"num_samples": 300, "seed": 8, "format": "csv"}
+        job_id = submit(client, request)["job_id"]
+        wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["done"] >= 32, 60, "the job to start")
+        victim = _busy_worker(settings, pool, job_id)
+        victim.kill()
+        killed_at = time.monotonic()
+        job = wait_finished(client, job_id, timeout=120)
+        recovered = time.monotonic() - killed_at
+        assert job["status"] == "finished", job
+        again = wait_finished(client, submit(client, request)["job_id"])
+        run_time = (datetime.fromisoformat(again["ended_at"]) - datetime.fromisoformat(again["started_at"])).total_seconds()
+        assert recovered < 60 + run_time
+        assert _files(client, job_id) == _files(client, again["job_id"])
+        queue = Queue(settings.queue, connection=Redis.from_url(str(settings.redis_url)))
+        assert len(Worker.all(queue=queue)) == 2  # the dead one deregistered, a new one in its place
+        assert f"(pid {victim.pid}) was killed by signal 9" in log.read_text()
+    finally:
+        _stop(pool)
+
+
+def test_sigterm_to_a_pool_hands_its_running_job_back(own_queue: tuple[Settings, httpx.Client], tmp_path: Path) -> None:
+    settings, client = own_queue
+    pool = _pool(settings, tmp_path / "pool.log")
+    try:
+        job_id = submit(client, {"num_samples": 400, "seed": 9, "format": "npy"})["job_id"]
+        wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["done"] > 0, 60, "the job to start")
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(timeout=60) == 0
+        assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"  # handed back, not lost nor failed
+        pool = _pool(settings, tmp_path / "pool.log")
+        assert wait_finished(client, job_id)["status"] == "finished"
+    finally:
+        _stop(pool)
