@@ -39,10 +39,11 @@ def _api(args: argparse.Namespace) -> None:
 
     from app.metrics import shared_by_processes
     from deepsynthbody.logs import uvicorn_config
+    from deepsynthbody.settings import get_settings
 
     with shared_by_processes(args.processes):  # the processes' request metrics, in one directory
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes,
-                    log_config=uvicorn_config())
+                    log_config=uvicorn_config(), timeout_graceful_shutdown=get_settings().shutdown_timeout)
 
 
 def _worker(args: argparse.Namespace) -> None:

@@ -226,7 +226,8 @@ def run(host: str, port: int, num_workers: int) -> None:
                     print(ready, flush=True)
 
         server = Server(uvicorn.Config("app.main:create_app", factory=True, host=host, port=port,
-                                       log_config=logs.uvicorn_config()))
+                                       log_config=logs.uvicorn_config(),
+                                       timeout_graceful_shutdown=Settings().shutdown_timeout))
         signals.serving, signals.server = True, server
         server.run(sockets=[sock])
     except _Stop:

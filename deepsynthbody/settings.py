@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(
         1 << 30, ge=0, description="/readyz answers 503 while the file system of the data dir has less free space "
         "than this (bytes).")
+    shutdown_timeout: float = Field(
+        10.0, gt=0, description="Seconds a stopping API (SIGTERM, Ctrl-C) waits for open responses, such as streams "
+        "of unfinished jobs and downloads, before it closes them.")
 
     @property
     def jobs_dir(self) -> Path:

@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 
+from deepsynthbody.embedded_redis import free_port
 from deepsynthbody.settings import Settings
-from tests.conftest import ECG, run_api, submit
+from tests.conftest import ECG, ROOT, answers, environment, run_api, submit, wait_for
 
 STREAMS = 48  # more than the thread pool's 40 threads
 
@@ -86,3 +89,33 @@ def test_waiting_and_hung_up_streams_cost_nothing(settings: Settings, ecg_model_
                 process.kill()
     took = time.monotonic() - began
     assert took < 5.0, f"SIGTERM took {took:.1f} s to stop the API"
+
+
+def test_sigterm_stops_the_api_within_its_grace_period_while_streams_are_open(settings: Settings, ecg_model_dir: Path,
+                                                                                broken_model: str) -> None:
+    """Clients still reading streams of a job that will not be ready for a long time do not keep the API alive."""
+    own = settings.model_copy(update={"queue": f"test-no-worker-{uuid.uuid4().hex[:8]}"})
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "api", "--port", str(port)], cwd=ROOT,
+                               env=environment(own, DSB_SHUTDOWN_TIMEOUT="2"))
+    clients: list[socket.socket] = []
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, "the API to answer")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            job_id = submit(api, {"num_samples": 5, "seed": 1, "format": "npy"})["job_id"]
+        clients = [_open_stream(port, job_id) for _ in range(5)]
+        process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        process.wait(timeout=15)
+        took = time.monotonic() - began
+        assert took < 2 + 3, f"SIGTERM took {took:.1f} s to stop the API"
+        for sock in clients:  # each was told the response ended (or the connection closed)
+            sock.settimeout(5)
+            while sock.recv(4096):
+                pass
+    finally:
+        for sock in clients:
+            sock.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
