@@ -48,7 +48,7 @@ def forget_workers(connection: Redis) -> int:
 
 def requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
     """Run again (or fail) the jobs that workers no longer registered left started; their ids."""
-    with connection.lock(LOCK, timeout=60, blocking_timeout=30):
+    with connection.lock(LOCK, timeout=10, blocking_timeout=20):  # held for milliseconds; a dead holder's expires
         return _requeue_orphans(connection, queue_names)
 
 

@@ -1,0 +1,111 @@
+"""Chaos, bounded in time: while a batch of jobs runs under `serve` (2 workers, requests split into chunk jobs),
+worker processes are SIGKILLed at random (seeded) moments and the private Redis is SIGKILLed once (serve restarts
+each). Afterwards every accepted job has finished, and every archive's data files are byte for byte those of the
+same request run again without a fault. Prints the figures: jobs, kills, restarts, lost."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import psutil
+from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from deepsynthbody.embedded_redis import url_for_data_dir
+from deepsynthbody.settings import Settings
+from tests.conftest import ECG, wait_for
+from tests.test_serve import Serve
+
+SEED = 11
+FORMATS = ["npy", "wfdb", "csv", "json", "asc"]
+JOBS = 8
+SAMPLES = 100  # chunks of 50: 2 chunk jobs and an archive job per request
+CHAOS_SECONDS = 25
+
+
+def _children(serve: Serve, name: str) -> list[psutil.Process]:
+    assert serve.process is not None
+    return [p for p in psutil.Process(serve.process.pid).children() if name in " ".join(p.cmdline())]
+
+
+def _data_files(client: httpx.Client, job_id: str) -> list[dict]:
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{job_id}/result").content))
+    assert archive.testzip() is None
+    return json.loads(archive.read("manifest.json"))["files"]  # every data file: name, size, sha256
+
+
+def _status(client: httpx.Client, job_id: str) -> str:
+    try:
+        response = client.get(f"/jobs/{job_id}")
+    except httpx.TransportError:
+        return "unknown"
+    return response.json()["status"] if response.status_code == 200 else "unknown"  # 503 while Redis restarts
+
+
+def test_chaos_kills_lose_no_job_and_change_no_byte(tmp_path: Path, settings: Settings, ecg_model_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(settings.installed_models_dir.resolve(), target_is_directory=True)
+    chaos = random.Random(SEED)
+    serve = Serve(data, workers=2, DSB_CHUNK_SIZE="50").start().ready(timeout=90)
+    began = time.monotonic()
+    try:
+        redis = Redis.from_url(url_for_data_dir(data) or "", socket_timeout=5)
+        requests = [{"num_samples": SAMPLES, "seed": 1000 + i, "format": FORMATS[i % len(FORMATS)]} for i in range(JOBS)]
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
+            accepted = []
+            for request in requests:
+                response = client.post(ECG, json=request)
+                assert response.status_code == 202, response.text
+                accepted.append(response.json()["job_id"])
+            kills, redis_restarts, killed_parts = 0, 0, set()
+            redis_at = chaos.uniform(4, 10)  # seconds into the chaos
+            deadline = time.monotonic() + CHAOS_SECONDS
+            while time.monotonic() < deadline and not all(_status(client, j) == "finished" for j in accepted):
+                time.sleep(chaos.uniform(1.0, 3.0))
+                if not redis_restarts and time.monotonic() - began > redis_at:
+                    [server] = _children(serve, "redis-server")
+                    server.kill()
+                    redis_restarts += 1
+                    wait_for(lambda: serve.err().count("the private Redis is back") == 1, 20, "Redis to be back")
+                    continue
+                try:  # a worker busy with a part not killed before: each part is killed at most once, so with
+                    # the Redis restart it is tried at most 3 times (RETRIES = 2, then it would fail, by design)
+                    busy = [(w.pid, w.get_current_job_id()) for w in Worker.all(connection=redis, serializer=JSONSerializer)]
+                except Exception:  # noqa: BLE001 - Redis restarting
+                    continue
+                candidates = sorted((pid, job) for pid, job in busy if job and job not in killed_parts
+                                    and pid in [p.pid for p in _children(serve, "worker")])
+                if candidates:
+                    pid, job = chaos.choice(candidates)
+                    psutil.Process(pid).kill()
+                    kills, killed_parts = kills + 1, killed_parts | {job}
+            finished_by = time.monotonic() + 90
+            statuses = {}
+            for job_id in accepted:
+                wait_for(lambda j=job_id: _status(client, j) in ("finished", "failed", "canceled"),
+                         max(1.0, finished_by - time.monotonic()), f"job {job_id} to end")
+                statuses[job_id] = _status(client, job_id)
+            chaos_seconds = time.monotonic() - began
+            # the same requests again, without a fault: the reference bytes
+            again = [client.post(ECG, json=request).json()["job_id"] for request in requests]
+            for job_id in again:
+                wait_for(lambda j=job_id: _status(client, j) == "finished", 90, f"reference job {job_id}")
+            lost = [j for j in accepted if statuses[j] != "finished"]
+            differ = [j for j, ref in zip(accepted, again) if j not in lost and _data_files(client, j) != _data_files(client, ref)]
+        print(f"\nchaos: {JOBS} jobs of {SAMPLES} samples (2 chunks + archive each, 2 workers), {kills} worker "
+              f"SIGKILLs, {redis_restarts} Redis SIGKILL+restart, {serve.err().count('a new worker starts')} workers "
+              f"restarted, in {chaos_seconds:.1f} s; lost: {len(lost)}, archives differing: {len(differ)}")
+        assert kills >= 3, "the chaos killed too few workers to mean anything"
+        assert redis_restarts == 1
+        assert lost == [] and differ == []
+    finally:
+        serve.stop()
+    assert serve.left_running() == []
