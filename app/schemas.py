@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class JobState(str, Enum):
@@ -136,6 +136,16 @@ class KeyCreate(BaseModel):
     samples_per_day: int | None = Field(None, ge=1, description="Samples per UTC day; omitted: the default")
     max_active_jobs: int | None = Field(None, ge=1, description="Queued + running requests; omitted: the default")
     admin: bool = Field(False, description="May manage keys and see every job")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:  # a 422 like every other bad field (it answered ErrorBody's string detail)
+        from deepsynthbody.keys import BadKeyRequest, check_name
+
+        try:
+            return check_name(name)
+        except BadKeyRequest as exc:
+            raise ValueError(f"{exc.message}; {exc.hint}") from None
 
 
 class KeyPublic(BaseModel):

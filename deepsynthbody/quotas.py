@@ -117,3 +117,77 @@ def unreserve(redis: Redis, key_id: str, per_day: int | None, job_id: str, sampl
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# ---- the results' disk budget (DSB_RESULTS_MAX_BYTES) ----
+# `dsb:budget:jobs` maps each job holding a reservation to "<bytes>:<when reserved>", `dsb:budget:used` is their
+# sum. A reservation that does not fit first gives back those of jobs that were canceled (their files are removed)
+# or expired (RQ forgot them after DSB_RESULT_TTL; the workers remove their files), then tries again.
+BUDGET_JOBS = "dsb:budget:jobs"
+BUDGET_USED = "dsb:budget:used"
+
+# KEYS: jobs, used. ARGV: job id, bytes, budget, RQ's job key prefix, now, PENDING_SECONDS.
+# Returns {0, used after} or {1, used} (refused).
+RESERVE_BYTES = """
+local need = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local now = tonumber(ARGV[5])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used + need > budget then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local id, value = all[i], all[i + 1]
+    local sep = string.find(value, ':', 1, true)
+    local bytes, since = tonumber(string.sub(value, 1, sep - 1)), tonumber(string.sub(value, sep + 1))
+    local status = redis.call('HGET', ARGV[4] .. id, 'status')
+    local gone
+    if status then gone = (status == 'canceled' or status == 'stopped') else gone = since < now - tonumber(ARGV[6]) end
+    if gone then
+      redis.call('HDEL', KEYS[1], id)
+      used = used - bytes
+    end
+  end
+  if used < 0 then used = 0 end
+  redis.call('SET', KEYS[2], used)
+  if used + need > budget then return {1, used} end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[5])
+return {0, redis.call('INCRBY', KEYS[2], need)}
+"""
+
+# KEYS: jobs, used. ARGV: job id. Gives the job's reservation back (once).
+RELEASE_BYTES = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+local bytes = tonumber(string.sub(value, 1, string.find(value, ':', 1, true) - 1))
+redis.call('HDEL', KEYS[1], ARGV[1])
+local left = redis.call('DECRBY', KEYS[2], bytes)
+if left < 0 then redis.call('SET', KEYS[2], 0) end
+return bytes
+"""
+
+
+class OverBudget(Exception):
+    def __init__(self, needed: int, reserved: int, budget: int) -> None:
+        super().__init__(f"needs {needed} bytes")
+        self.needed, self.reserved, self.budget = needed, reserved, budget
+
+    @property
+    def message(self) -> str:
+        return (f"the results' disk budget would be exceeded: this job's files take up to {self.needed:,} bytes, "
+                f"{self.reserved:,} of the {self.budget:,} bytes of DSB_RESULTS_MAX_BYTES are taken by other jobs' "
+                "results; ask for fewer samples, delete finished jobs you no longer need (DELETE /jobs/{id}), "
+                "or wait for results to expire")
+
+
+def reserve_bytes(redis: Redis, job_id: str, needed: int, budget: int, now: float | None = None) -> None:
+    now = utc_now().timestamp() if now is None else now
+    refused, used = redis.eval(RESERVE_BYTES, 2, BUDGET_JOBS, BUDGET_USED, job_id, needed, budget, RQ_JOB_PREFIX,
+                               f"{now:.3f}", PENDING_SECONDS)
+    if refused:
+        raise OverBudget(needed, int(used), budget)
+
+
+def release_bytes(redis: Redis, job_id: str) -> int:
+    """The job's reservation back; returns how many bytes (0: it held none)."""
+    return int(redis.eval(RELEASE_BYTES, 2, BUDGET_JOBS, BUDGET_USED, job_id))

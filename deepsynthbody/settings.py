@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest request body accepted (413 beyond).")
     body_timeout: float = Field(
         30.0, gt=0, description="Seconds a request body may go without sending anything (408 beyond).")
+    results_max_bytes: PositiveInt | None = Field(
+        None, description="Disk budget of the results: each job reserves its largest possible size at submit "
+        "(deepsynthbody/sizes.py) and is refused with 507 when it does not fit; unset: unlimited.")
 
     # readiness (app/routes/health.py)
     min_free_bytes: int = Field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Body
 
 from app.auth import CallerDep
 from app.deps import RedisDep
@@ -14,6 +16,11 @@ from deepsynthbody.keys import Caller, Forbidden
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
 
 _ADMIN_ONLY = {403: "The key is not an admin's: only admin keys manage keys"}
+_EXAMPLES = {
+    "limited": {"summary": "A lab's key with limits",
+                "value": {"name": "cardiology lab", "samples_per_day": 100000, "max_active_jobs": 4}},
+    "admin": {"summary": "An operator's key", "value": {"name": "ops", "admin": True}},
+}
 
 
 def _admin(caller: Caller) -> None:
@@ -24,7 +31,7 @@ def _admin(caller: Caller) -> None:
 
 @router.post("", status_code=201, response_model=KeyCreated, summary="Create an API key (shown once)",
              responses=responses(403, 422, 503, descriptions=_ADMIN_ONLY))
-def create_key(body: KeyCreate, caller: CallerDep, redis: RedisDep) -> KeyCreated:
+def create_key(body: Annotated[KeyCreate, Body(openapi_examples=_EXAMPLES)], caller: CallerDep, redis: RedisDep) -> KeyCreated:
     _admin(caller)
     key, info = keys.create(redis, body.name, body.samples_per_day, body.max_active_jobs, body.admin)
     return KeyCreated(key=key, **info.as_dict())

@@ -11,15 +11,18 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from redis import Redis
 
 from app import request_models
 from app.errors import echo, error_response, responses
 from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
-from deepsynthbody import quotas
+from deepsynthbody import quotas, sizes
 from deepsynthbody.errors import UnsupportedMediaType
 from deepsynthbody.jobs import JobSpec, plan_chunks
+from deepsynthbody.keys import Caller
 from deepsynthbody.settings import Settings
+from model_store.manifest import Manifest
 from model_store.store import ModelEntry
 
 MAX_SERVICE_SEED = 2**53 - 1  # seeds the service picks stay exact in every JSON client
@@ -71,6 +74,50 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
         raise RequestValidationError(errors) from None
 
 
+def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:
+    return sizes.job_bound(manifest, spec["format"], spec["num_samples"], spec["params"],
+                           deflated=settings.archive_compression == "deflated")
+
+
+def _count(redis: Redis, settings: Settings, caller: Caller, spec: JobSpec, manifest: Manifest) -> None:
+    """The request against the results' disk budget, then against the key's limits; nothing counted if refused."""
+    job_id = spec["job_id"]
+    if settings.results_max_bytes:
+        quotas.reserve_bytes(redis, job_id, _budgeted(settings, manifest, spec), settings.results_max_bytes)
+    if caller.max_active_jobs or caller.samples_per_day:
+        try:
+            quotas.reserve(redis, caller.key_id, caller.max_active_jobs, caller.samples_per_day, job_id,
+                           spec["num_samples"])
+        except quotas.OverLimit:
+            if settings.results_max_bytes:
+                quotas.release_bytes(redis, job_id)
+            raise
+
+
+def _give_back(redis: Redis, settings: Settings, caller: Caller, spec: JobSpec) -> None:
+    """What `_count` counted for a request that was not enqueued."""
+    if settings.results_max_bytes:
+        quotas.release_bytes(redis, spec["job_id"])
+    if caller.max_active_jobs or caller.samples_per_day:
+        quotas.unreserve(redis, caller.key_id, caller.samples_per_day, spec["job_id"], spec["num_samples"])
+
+
+async def _admit(state: Any, caller: Caller, spec: JobSpec, manifest: Manifest) -> Response | None:  # noqa: ANN401
+    """None when the request may be enqueued (and is counted), else the refusal: 507 or 429. No Redis round trip
+    for a caller without limits on a service without a disk budget."""
+    settings = state.settings
+    if not (settings.results_max_bytes or caller.max_active_jobs or caller.samples_per_day):
+        return None
+    try:
+        await run_in_threadpool(_count, state.redis, settings, caller, spec, manifest)
+    except quotas.OverBudget as over:
+        return error_response(507, over.message, needed=over.needed, reserved=over.reserved, budget=over.budget)
+    except quotas.OverLimit as over:
+        return error_response(429, over.message, headers={"Retry-After": str(over.retry_after)},
+                              limit=over.limit, value=over.value)
+    return None
+
+
 def make_router() -> APIRouter:
     router = APIRouter(tags=["generate"])
 
@@ -82,7 +129,7 @@ def make_router() -> APIRouter:
         description="Validated against the model's manifest; returns the job id at once. "
         "Poll /jobs/{id}, then download /jobs/{id}/result or read /jobs/{id}/stream.",
         responses={202: {"headers": {"Location": {"description": "The job: /jobs/{job_id}", "schema": {"type": "string"}}}},
-                   **responses(401, 404, 408, 413, 415, 422, 429, 503, descriptions={
+                   **responses(401, 404, 408, 413, 415, 422, 429, 503, 507, descriptions={
                        404: "Unknown model or version: the body lists what is installed",
                        429: "A limit of the key (active jobs, samples per UTC day, requests per second) was reached: "
                             "`limit` names it, `value` is its value; retry after Retry-After seconds"})},
@@ -115,21 +162,14 @@ def make_router() -> APIRouter:
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )
         caller = request.state.caller
-        limited = caller.max_active_jobs or caller.samples_per_day
-        if limited:
-            try:
-                await run_in_threadpool(quotas.reserve, state.redis, caller.key_id, caller.max_active_jobs,
-                                        caller.samples_per_day, job_id, spec["num_samples"])
-            except quotas.OverLimit as over:
-                return error_response(429, over.message, headers={"Retry-After": str(over.retry_after)},
-                                      limit=over.limit, value=over.value)
+        refused = await _admit(state, caller, spec, manifest)
+        if refused is not None:
+            return refused
         try:
             await enqueuer.enqueue(spec, caller.owner)
         except BaseException:
-            if limited:
-                with contextlib.suppress(Exception):  # Redis down: the key's active set forgets the job by itself
-                    await run_in_threadpool(quotas.unreserve, state.redis, caller.key_id, caller.samples_per_day,
-                                            job_id, spec["num_samples"])
+            with contextlib.suppress(Exception):  # Redis down: what was counted is forgotten by itself
+                await run_in_threadpool(_give_back, state.redis, settings, caller, spec)
             raise
         created = JobCreated(job_id=job_id, status=JobState.queued, seed=seed,
                              model=ModelRef(id=manifest.id, version=manifest.version), links=links(job_id))

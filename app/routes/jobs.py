@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Annotated
 
@@ -104,16 +105,23 @@ def get_job(job_id: JobIdDep, redis: RedisDep, caller: CallerDep) -> JobPublic:
     return job_views.public(fetch_owned(redis, job_id, caller))
 
 
-@router.delete("/{job_id}", response_model=JobPublic, summary="Cancel a queued or running job",
-               description="200 once the job is canceled; 202 when a worker is still stopping it.",
+@router.delete("/{job_id}", response_model=JobPublic, summary="Cancel a queued or running job, or delete a finished job's files",
+               description="A queued or running job: 200 once it is canceled, 202 when a worker is still stopping it. "
+               "A finished job: its archive and every other file go (200), and its disk budget comes back; its "
+               "status and request stay until it expires. A canceled or failed job has no files: 409.",
                responses={202: {"model": JobPublic, "description": "Canceled; a worker is still stopping"},
-                          **responses(401, 404, 409, 429, 503, descriptions={409: "The job already ended"})})
+                          **responses(401, 404, 409, 429, 503, descriptions={
+                              409: "The job was canceled or failed: nothing to cancel or delete"})})
 def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> JSONResponse:
     view = fetch_owned(redis, job_id, caller)
     status = view.state
+    if status is JobState.finished:
+        shutil.rmtree(JobPaths(settings.jobs_dir, job_id).root, ignore_errors=True)  # a download under way ends well
+        quotas.release_bytes(redis, job_id)
+        return JSONResponse(job_views.public(view).model_dump(mode="json"))
     if status not in _ACTIVE:
-        raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled",
-                       hint="nothing was changed", status=status.value)
+        raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled, and only "
+                       "finished jobs have files to delete", hint="nothing was changed", status=status.value)
     for job in [view.job, *view.chunks]:  # the archive job first, so no chunk's end can start it
         job_status = job.get_status(refresh=True)
         if job_status == JobStatus.STARTED:
@@ -127,6 +135,7 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller:
     owner = view.job.meta.get("owner") or {}
     if owner.get("key_id"):
         quotas.release(redis, owner["key_id"], job_id)
+    quotas.release_bytes(redis, job_id)
     public = job_views.public(job_views.fetch(redis, job_id))
     return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 

@@ -210,11 +210,16 @@ def test_cancel_queued_and_running_jobs(client: httpx.Client) -> None:
     assert client.get(f"/jobs/{queued}").json()["status"] == "canceled"
 
 
-def test_cancel_a_finished_job_is_409(client: httpx.Client) -> None:
+def test_delete_of_a_finished_job_removes_its_files(client: httpx.Client, settings: Settings) -> None:
     created = submit(client, {"num_samples": 1, "format": "npy"})
     wait_finished(client, created["job_id"])
+    assert (settings.jobs_dir / created["job_id"]).is_dir()
     response = client.delete(f"/jobs/{created['job_id']}")
-    assert response.status_code == 409 and "finished" in response.json()["detail"]
+    assert response.status_code == 200 and response.json()["status"] == "finished"
+    assert not (settings.jobs_dir / created["job_id"]).exists()
+    gone = client.get(f"/jobs/{created['job_id']}/result")
+    assert gone.status_code == 404 and "no longer stored" in gone.json()["message"]
+    assert client.get(f"/jobs/{created['job_id']}").json()["status"] == "finished"  # the recipe stays
 
 
 def test_jobs_are_stored_as_json_not_pickle(client: httpx.Client, settings: Settings) -> None:

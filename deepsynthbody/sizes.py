@@ -1,0 +1,85 @@
+"""How many bytes a job's files can take on disk at most, from its model's output spec, format and count.
+
+Every format's size is bounded by what its samples' shape allows: an int16 value is at most 6 characters
+("-32768") as text; a PNG at most its raw rows plus deflate's worst case; a zip member at most its data plus
+fixed headers. So the API reserves a job's bound in the results' disk budget at submit (DSB_RESULTS_MAX_BYTES)
+and can never be surprised by a job larger than what it reserved. Checked against real archives of every format
+(tests/test_sizes.py). Imports nothing heavy: the API and the workers both may use it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from model_store.manifest import ImageOutput, Manifest, SignalOutput
+
+NPY_HEADER = 128  # numpy's header, padded to 64 bytes (a few hundred for huge shapes: below this plus slack)
+ZIP_MEMBER = 160  # local header 30 + central entry 46 + zip64 extras (2 x 28) + data descriptor 24 (names apart)
+ZIP_END = 22 + 56 + 20  # end of central directory, zip64 end record and locator
+MANIFEST = 64 * 1024  # manifest.json without its per-file list (request, model card, citations, versions)
+MANIFEST_PER_FILE = 256  # a data file's line in the manifest: name, sha256, size
+TEXT_VALUE = 7  # "-32768" and a separator
+JSON_RECORD = 1024  # an NDJSON line's keys, index, seed, rate, unit, channel names
+
+
+def _png(height: int, width: int, channels: int) -> int:
+    raw = height * (width * channels + 1)  # each row: a filter byte, then its pixels
+    return raw + raw // 1000 + 64 + 12 * (raw // 65536 + 1) + 512  # deflate's worst case, chunks, PNG's other chunks
+
+
+def _deflated(size: int) -> int:
+    return size + size // 1000 + 64  # stored blocks when deflate cannot shrink the data
+
+
+def archive_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], deflated: bool = False) -> int:
+    """At most this many bytes: the archive of `count` samples in `fmt`, manifest.json included."""
+    output = manifest.output
+    members: list[tuple[int, int]] = []  # (bytes of one member, how many), names apart
+    name = len(getattr(output, "file_prefix", "sample")) + 16  # <prefix>_NNNNN[_mask].ext, up to 10 digits
+    if isinstance(output, SignalOutput):
+        channels = len(output.channel_names(params))
+        values = output.length * channels
+        text = values * TEXT_VALUE + channels * 32 + 64
+        per_format = {
+            "npy": [(NPY_HEADER + count * values * 2, 1)],
+            "wfdb": [(values * 2, count), (512 + 160 * channels, count)],
+            "csv": [(text, count)],
+            "asc": [(text, count)],
+            "json": [(count * (JSON_RECORD + values * TEXT_VALUE + channels * 40), 1)],
+        }
+    elif isinstance(output, ImageOutput):
+        pixels = output.height * output.width
+        colour = _png(output.height, output.width, len(output.color_channels))
+        mask = _png(output.height, output.width, 1) if output.mask_channel else 0
+        per_format = {
+            "npy": [(NPY_HEADER + count * pixels * len(output.channels), 1)],
+            "png": [(colour, count)] + ([(mask, count)] if mask else []),
+            "json": [(count * (JSON_RECORD + math.ceil((colour + mask) / 3) * 4), 1)],
+        }
+    else:  # pragma: no cover - the manifest's kinds are the two above
+        raise ValueError(f"no size bound for {type(output).__name__}")
+    if fmt not in per_format:
+        raise ValueError(f"no size bound for format {fmt!r} of {manifest.id}")
+    total = ZIP_END + MANIFEST
+    for size, how_many in per_format[fmt]:
+        data = _deflated(size) if deflated else size
+        total += how_many * (data + ZIP_MEMBER + 2 * name + MANIFEST_PER_FILE)
+    total += ZIP_MEMBER + 2 * len("manifest.json")
+    return total
+
+
+def samples_bound(manifest: Manifest, count: int, params: dict[str, Any]) -> int:
+    """The job's samples array (`samples.npy`, which the stream reads): its shape times its dtype's size."""
+    output = manifest.output
+    if isinstance(output, SignalOutput):
+        return NPY_HEADER + count * output.length * len(output.channel_names(params)) * 2
+    return NPY_HEADER + count * output.height * output.width * len(output.channels)
+
+
+def job_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], deflated: bool = False) -> int:
+    """What a finished job keeps on disk at most: its archive, its samples array (one file for a stored npy
+    archive, which is built on the samples array itself) and its manifest.json beside them."""
+    archive = archive_bound(manifest, fmt, count, params, deflated)
+    shared = fmt == "npy" and not deflated
+    return archive + (0 if shared else samples_bound(manifest, count, params)) + MANIFEST + count * MANIFEST_PER_FILE
