@@ -130,6 +130,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors: no route (404), a method the route lacks (405), and any other HTTPException."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's, for non-UTF-8
+        return await _validation_error(request, RequestValidationError(
+            [{"loc": ("body",), "msg": "the body is not JSON (UTF-8 text)", "type": "json_invalid", "input": None}]))
     headers = dict(exc.headers or {})
     path = echo(request.url.path)
     if exc.status_code == 404 and exc.detail == "Not Found":

@@ -45,6 +45,9 @@ class OpenAPIDocument:
                               description=app.description, routes=app.routes)
             _tidy(doc)
             declare_security(doc)
+            if app.state.settings.auth == "off":  # keys unchecked: a request without one is answered too
+                for operation in (op for item in doc["paths"].values() for op in item.values() if "security" in op):
+                    operation["security"] = [{}, *operation["security"]]
             self._base = doc
         return self._base
 
