@@ -32,3 +32,10 @@ def test_images_are_defined() -> None:
     worker = (ROOT / "docker" / "worker-gpu.Dockerfile").read_text()
     assert "deepsynthbody api" in api
     assert "nvidia/cuda" in worker and "onnxruntime-gpu" in worker and '"worker"' in worker
+
+
+def test_compose_requires_api_keys_and_says_how_to_get_the_first() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    api = compose[compose.index("\n  api:"):compose.index("\n  worker:")]
+    assert "DSB_AUTH: required" in api
+    assert "docker compose exec api deepsynthbody keys create --name admin --admin" in api

@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -208,3 +209,28 @@ def test_a_key_is_checked_in_one_round_trip_with_its_last_use(settings: Settings
         record = redis.hgetall(keys.record_key(keys.digest(key)))
         assert abs(float(record[b"last_used"]) - time.time()) < 5
         assert key.encode() not in b"".join(record.values())
+
+
+def test_keys_checked_together_each_get_their_own_answer(settings: Settings, auth_url: str,
+                                                          people: dict[str, httpx.Client]) -> None:
+    """Concurrent requests are checked in one pipeline: each still gets its own caller, and a Redis that lost its
+    scripts (restarted, flushed) is given the script again."""
+    mine = {name: {job["job_id"] for job in people[name].get("/jobs", params={"limit": 100}).json()["jobs"]}
+            for name in ("alice", "bob")}
+    with Redis.from_url(str(settings.redis_url)) as redis:
+        redis.script_flush()
+
+    def call(i: int) -> tuple[str, int, set[str]]:
+        who = ("alice", "bob", "wrong")[i % 3]
+        http = people.get(who)
+        if http is None:
+            return who, httpx.get(f"{auth_url}/jobs", headers={"Authorization": "Bearer dsb_wrong"}).status_code, set()
+        response = http.get("/jobs", params={"limit": 100})
+        return who, response.status_code, {job["job_id"] for job in response.json()["jobs"]}
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(call, range(36)))
+    for who, status, jobs in answers:
+        assert status == (401 if who == "wrong" else 200), who
+        if who != "wrong":
+            assert jobs == mine[who], who
