@@ -98,6 +98,8 @@ class Supervisor:
         self.worker_command = list(worker_command)
         self.redis_url, self.queue, self.redis_server = redis_url, queue, redis_server
         self.slots = [_Slot() for _ in range(num_workers)]
+        self._redis = _Slot()  # its restart times: a Redis that cannot start is tried again after a pause
+        self._redis.started = time.monotonic()
         self._dead: list[int] = []  # pids of workers whose registration and job are still to be seen to
         self._stopping = threading.Event()  # no more restarts
         self._exit = threading.Event()
@@ -136,13 +138,20 @@ class Supervisor:
         from workers import recovery
 
         log = logging.getLogger("deepsynthbody")
-        server = self.redis_server
-        if server is not None and not server.alive():  # type: ignore[attr-defined]
+        server, now = self.redis_server, time.monotonic()
+        if server is not None and not server.alive() and now >= self._redis.next_start:  # type: ignore[attr-defined]
             code = server.process.returncode if server.process is not None else None  # type: ignore[attr-defined]
-            log.warning("the private Redis %s; starting it again", how_it_ended(code) if code is not None else "stopped")
-            server.restart()  # type: ignore[attr-defined]
+            if code is not None:
+                log.warning("the private Redis %s; starting it again", how_it_ended(code))
+            lived, self._redis.started = now - self._redis.started, now
+            self._redis.backoff = 0.0 if lived >= self.HEALTHY_SECONDS else min(10.0, max(0.5, self._redis.backoff * 2))
+            self._redis.next_start = now + self._redis.backoff
+            try:
+                server.restart()  # type: ignore[attr-defined]
+            except RuntimeError as exc:  # it exited at once, or did not answer: tried again after the pause
+                log.error("the private Redis did not start again: %s", exc)
+                return
             log.info("the private Redis is back at %s", server.address)  # type: ignore[attr-defined]
-        now = time.monotonic()
         for slot in self.slots:
             if slot.process is not None and (code := slot.process.poll()) is not None:
                 log.warning("worker process %d %s; its job runs again, and a new worker starts",

@@ -1,6 +1,7 @@
 """`serve` when its parts die: its private Redis (a password, loopback only, every 202 on disk), a worker SIGKILLed
 mid-job (replaced, the job finished again the same), Redis SIGKILLed (restarted), and a crash of everything right
-after a burst of accepted requests (every one of them finishes after a restart)."""
+after a burst of accepted requests (every one of them finishes after a restart: it was in Redis's append-only
+file before its 202)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_the_private_redis_needs_its_password_and_listens_on_loopback_only(serve
     assert url is not None and password in url
     with redis.Redis.from_url(url) as connection:
         assert connection.ping()
-        assert connection.config_get("appendfsync") == {"appendfsync": "always"}
+        assert connection.config_get("appendonly") == {"appendonly": "yes"}
     # the password is on no command line (which every local user can read) and in no log
     assert serve.process is not None
     for process in [psutil.Process(serve.process.pid), *psutil.Process(serve.process.pid).children(recursive=True)]:

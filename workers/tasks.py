@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from redis.exceptions import RedisError, ResponseError
 from rq import get_current_job
 from rq.job import Job
 
@@ -23,21 +28,65 @@ from workers.encoders.base import MemberSink
 MEMBER_ZIP = ".members.zip"  # a chunk's per-sample members, zipped (workers.archive.MemberZip)
 
 
+WRITABLE_WAIT_SECONDS = 30
+
+
+class DiskFull(Exception):
+    """The results disk (or Redis's) filled up under a job: its files are gone, it fails without retries."""
+
+
 def generate(spec: JobSpec) -> dict[str, Any]:
     """A request that fits in one chunk: generate it, then archive it, in one job."""
-    return run(spec, get_settings(), get_current_job())
+    with _full_disk_fails_cleanly(spec, get_current_job()):
+        return run(spec, get_settings(), get_current_job())
 
 
 def generate_chunk(spec: JobSpec, index: int) -> dict[str, Any]:
     """One chunk of a larger request; any worker on any machine sharing Redis and the results store."""
-    return run_chunk(spec, index, get_settings(), get_current_job())
+    with _full_disk_fails_cleanly(spec, get_current_job()):
+        return run_chunk(spec, index, get_settings(), get_current_job())
 
 
 def archive_chunks(spec: JobSpec) -> dict[str, Any]:
     """Runs once every chunk has finished (an RQ dependency): the archive of the whole request."""
     job = get_current_job()
     chunks = [dependency.return_value() for dependency in job.fetch_dependencies()] if job else []
-    return assemble(spec, get_settings(), job, chunks)
+    with _full_disk_fails_cleanly(spec, job):
+        return assemble(spec, get_settings(), job, chunks)
+
+
+@contextmanager
+def _full_disk_fails_cleanly(spec: JobSpec, job: Job | None) -> Iterator[None]:
+    """A full disk under a job (no space for its files, or Redis refusing writes because its own disk is full):
+    the request's files go at once, which gives the space back, and once Redis takes writes again (so the failure
+    can be recorded and the worker goes on) the job fails with a message saying so (`DiskFull`: not retried)."""
+    try:
+        yield
+    except (OSError, ResponseError) as exc:
+        if not (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or refuses_writes(exc)):
+            raise
+        shutil.rmtree(JobPaths(get_settings().jobs_dir, spec["job_id"]).root, ignore_errors=True)
+        _wait_until_redis_writes(job)
+        raise DiskFull("the disk filled up while this job ran (no space left for its files, or for the job queue's); "
+                       "its files were removed to give the space back. Submit it again once there is room "
+                       "(GET /readyz says how much space is free)") from None
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Redis saying it takes no writes because it cannot save them (its disk is full or unwritable)."""
+    return isinstance(exc, ResponseError) and "MISCONF" in str(exc)
+
+
+def _wait_until_redis_writes(job: Job | None) -> None:
+    """Redis refuses writes while it cannot append to its file, and takes them again within a second of space
+    coming back: wait for that (the job's meta is the write), up to WRITABLE_WAIT_SECONDS."""
+    deadline = time.monotonic() + WRITABLE_WAIT_SECONDS
+    while job is not None and time.monotonic() < deadline:
+        try:
+            job.save_meta()
+            return
+        except RedisError:
+            time.sleep(0.2)
 
 
 def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, Any]:

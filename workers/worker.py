@@ -23,10 +23,11 @@ import logging
 import shutil
 import signal
 import sys
+import time
 from types import FrameType
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq import Queue, SimpleWorker, worker_registration
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -39,7 +40,7 @@ from rq.worker_pool import WorkerData, WorkerPool
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody import job_events, logs
 from deepsynthbody.settings import get_settings
-from workers import heartbeat, lifecycle, recovery, retention
+from workers import heartbeat, lifecycle, recovery, retention, tasks
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -103,6 +104,7 @@ class GenerationWorker(SimpleWorker):
 
     _interrupted_job_id: str | None = None
     max_connection_wait_time = 2.0  # Redis gone (restarted by `serve`): try again every 2 s, not up to every 60 s
+    REFUSED_WRITES_WAIT_SECONDS = 2
 
     def work(self, *args: object, **kwargs: object) -> bool:
         kwargs["with_scheduler"] = False  # see the module's docstring
@@ -140,6 +142,46 @@ class GenerationWorker(SimpleWorker):
             self._finalize_failure(job, queue, execution, sys.exc_info())
         return False
 
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None
+                                     ) -> tuple[Job, Queue] | None:
+        """RQ waits out a Redis it cannot reach; one that refuses writes (its disk is full) stops RQ's worker: this
+        one waits for it too, and goes on once Redis takes writes again."""
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except ResponseError as exc:
+                if not tasks.refuses_writes(exc):
+                    raise
+                self.log.warning("Worker %s: Redis refuses writes (%s); trying again in %d s", self.name, exc,
+                                 self.REFUSED_WRITES_WAIT_SECONDS)
+                time.sleep(self.REFUSED_WRITES_WAIT_SECONDS)
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # noqa: ANN001 - RQ's signature
+        """A heartbeat Redis refuses (its disk is full) is skipped: RQ heartbeats right after taking a job off the
+        queue, and raising there would leave the job taken and never run."""
+        try:
+            super().heartbeat(timeout, pipeline)
+        except ResponseError as exc:
+            if pipeline is not None or not tasks.refuses_writes(exc):
+                raise
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """A job taken while Redis refuses writes starts once it takes them again (it stays RQ's taken job)."""
+        warned = False
+        while True:
+            try:
+                super().heartbeat()  # a write
+                break
+            except ResponseError as exc:
+                if not tasks.refuses_writes(exc):
+                    raise
+                if not warned:
+                    self.log.warning("Worker %s: Redis refuses writes (%s); job %s starts once it takes them again",
+                                     self.name, exc, job.id)
+                    warned = True
+                time.sleep(self.REFUSED_WRITES_WAIT_SECONDS)
+        super().execute_job(job, queue)
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's TTL is the whole job timeout; the job heartbeats, so use the forking worker's short one.
         return BaseWorker.get_heartbeat_ttl(self, job, working_time)
@@ -160,6 +202,8 @@ class GenerationWorker(SimpleWorker):
         if isinstance(error, lifecycle.JobStopped) or self._stopped_job_id == job.id:
             self.log.info("Worker %s: job %s canceled (%s)", self.name, job.id, error)
             return
+        if isinstance(error, tasks.DiskFull):
+            job.retries_left = None  # running it again at once would fill the disk again
         if isinstance(error, lifecycle.JobInterrupted):
             self._interrupted_job_id = job.id
             self.log.info("Worker %s: job %s interrupted by shutdown; queued to run again", self.name, job.id)
