@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -38,11 +39,13 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import (CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry,
                          ScheduledJobRegistry, StartedJobRegistry)
+from rq.utils import utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from starlette.routing import Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deepsynthbody import job_events
+from workers.heartbeat import LIVE_SECONDS  # RQ only: as app.routes.health
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "unmatched"  # the route label of a request no route answers
@@ -157,11 +160,13 @@ class RedisCollector(Collector):
                 pipe.zcard(registry.key)
             pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
             pipe.hgetall(job_events.metrics_key(name))
-            depth, *counts, worker_keys, recorded = pipe.execute()
+            pipe.time()
+            depth, *counts, worker_keys, recorded, (seconds, microseconds) = pipe.execute()
         with redis.pipeline(transaction=False) as pipe:
             for key in sorted(worker_keys):
-                pipe.hget(key, "state")
+                pipe.hmget(key, "state", "last_heartbeat")
             worker_states = pipe.execute()
+        now = datetime.fromtimestamp(seconds + microseconds / 1e6, UTC)
 
         gauge = GaugeMetricFamily("dsb_queue_depth", "Jobs waiting in the queue for a worker", labels=["queue"])
         gauge.add_metric([name], depth)
@@ -173,13 +178,17 @@ class RedisCollector(Collector):
         for state, count in zip(registries, counts):
             jobs.add_metric([name, state], count)
         yield jobs
-        workers = GaugeMetricFamily("dsb_workers", "Worker processes registered on the queue, by state",
-                                    labels=["queue", "state"])
-        by_state: dict[str, int] = {"busy": 0, "idle": 0}
-        for state in worker_states:
-            if state is not None:  # None: its registration outlived it, until RQ's clean-up
-                text = state.decode() if isinstance(state, bytes) else str(state)
-                by_state[text] = by_state.get(text, 0) + 1
+        workers = GaugeMetricFamily("dsb_workers", "Worker processes registered on the queue: busy or idle while alive "
+                                    f"(a heartbeat under {LIVE_SECONDS:g} s old, as /readyz counts them), silent when "
+                                    "killed or stopped without deregistering", labels=["queue", "state"])
+        by_state: dict[str, int] = {"busy": 0, "idle": 0, "silent": 0}
+        for state, beat in worker_states:
+            if state is None:  # its registration outlived its record, until RQ's clean-up
+                continue
+            text = state.decode() if isinstance(state, bytes) else str(state)
+            age = (now - utcparse(beat.decode() if isinstance(beat, bytes) else beat)).total_seconds() if beat else None
+            text = text if age is not None and age < LIVE_SECONDS else "silent"
+            by_state[text] = by_state.get(text, 0) + 1
         for state, count in sorted(by_state.items()):
             workers.add_metric([name, state], count)
         yield workers

@@ -88,8 +88,30 @@ def test_finished_jobs_count_their_samples_and_times(client: httpx.Client, api_u
     assert value(after, "dsb_redis_up") == 1
     finished = [v for (name, pairs), v in after.items() if name == "dsb_jobs" and ("state", "finished") in pairs]
     assert finished and finished[0] >= 4  # RQ jobs: 2 chunks, an archive, a single job
-    workers = sum(v for (name, _), v in after.items() if name == "dsb_workers")
-    assert workers >= 1
+    queue = next(dict(pairs)["queue"] for (name, pairs) in after if name == "dsb_queue_depth")
+    assert value(after, "dsb_workers", queue=queue, state="idle") + value(after, "dsb_workers", queue=queue,
+                                                                          state="busy") >= 1  # the session's worker
+
+
+def test_with_keys_required_metrics_need_a_key(settings: Settings, ecg_model_dir: Path) -> None:
+    """Like every route but the probes and the docs: Prometheus sends it (`authorization: credentials: KEY`)."""
+    from tests.helpers.auth_api import new_key, start_api, stop
+
+    own = settings.model_copy(update={"queue": f"metrics-{secrets.token_hex(4)}"})
+    process, url = start_api(own, DSB_AUTH="required")
+    try:
+        refused = httpx.get(f"{url}/metrics")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        key = new_key(own, "prometheus")
+        answered = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert answered.status_code == 200
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(answered.text) for s in family.samples}
+        # the refused scrape is counted too, under its route
+        assert value(samples, "dsb_http_requests_total", method="GET", route="/metrics", status="401") == 1
+        assert key not in answered.text
+    finally:
+        stop(process)
 
 
 def _api_processes(settings: Settings, processes: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -153,3 +175,30 @@ def test_two_api_processes_answer_the_same_and_clean_up(two_processes: tuple[sub
     while directory.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not directory.exists()
+
+
+def test_a_killed_worker_is_counted_silent_within_seconds(settings: Settings, ecg_model_dir: Path) -> None:
+    """Live workers are those whose heartbeat is fresh, as /readyz counts them: not RQ's registration, which outlives
+    a SIGKILLed worker for minutes."""
+    import signal
+
+    from tests.conftest import start_worker
+    from tests.helpers.auth_api import start_api, stop
+
+    own = settings.model_copy(update={"queue": f"metrics-{secrets.token_hex(4)}"})
+    api, url = start_api(own)
+    worker = start_worker(own, batch_size=4)
+    try:
+        assert value(scrape(url), "dsb_workers", queue=own.queue, state="idle") == 1
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        killed = time.monotonic()
+        wait_for(lambda: value(scrape(url), "dsb_workers", queue=own.queue, state="silent") == 1, 20,
+                 "the killed worker to be counted silent")
+        assert time.monotonic() - killed < 15
+        assert value(scrape(url), "dsb_workers", queue=own.queue, state="idle") == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        stop(api)
