@@ -8,6 +8,7 @@ process is asked, from a directory of its own that is gone once it stops.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -114,21 +115,25 @@ def test_with_keys_required_metrics_need_a_key(settings: Settings, ecg_model_dir
         stop(process)
 
 
-def _api_processes(settings: Settings, processes: int) -> tuple[subprocess.Popen[bytes], str]:
+def _api_processes(settings: Settings, processes: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "api", "--port", str(port),
-                                "--processes", str(processes)], cwd=ROOT, env=environment(settings))
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "api", "--port", str(port),
+                                    "--processes", str(processes)], cwd=ROOT, stdout=out, stderr=out,
+                                   env=environment(settings, DSB_LOG_FORMAT="json"))
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: answers(f"{url}/healthz"), 60, "the API to answer")
     return process, url
 
 
 @pytest.fixture
-def two_processes(settings: Settings, ecg_model_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Settings]]:
-    """`deepsynthbody api --processes 2` on a queue of its own, which no worker serves."""
+def two_processes(settings: Settings, ecg_model_dir: Path,
+                  tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Settings, Path]]:
+    """`deepsynthbody api --processes 2` on a queue of its own, which no worker serves; JSON logs in a file."""
     own = settings.model_copy(update={"queue": f"metrics-{secrets.token_hex(4)}"})
-    process, url = _api_processes(own, 2)
-    yield process, url, own
+    log = tmp_path / "api.log"
+    process, url = _api_processes(own, 2, log)
+    yield process, url, own, log
     if process.poll() is None:
         process.terminate()
         process.wait(timeout=30)
@@ -141,8 +146,9 @@ def _multiprocess_dir(process: subprocess.Popen[bytes]) -> Path:
     return Path(dirs.pop())
 
 
-def test_two_api_processes_answer_the_same_and_clean_up(two_processes: tuple[subprocess.Popen[bytes], str, Settings]) -> None:
-    process, url, _ = two_processes
+def test_two_api_processes_answer_the_same_and_clean_up(
+        two_processes: tuple[subprocess.Popen[bytes], str, Settings, Path]) -> None:
+    process, url, _, log = two_processes
     directory = _multiprocess_dir(process)
     assert directory.is_dir()
 
@@ -175,6 +181,11 @@ def test_two_api_processes_answer_the_same_and_clean_up(two_processes: tuple[sub
     while directory.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not directory.exists()
+    # uvicorn's processes, new interpreters, log as configured too (DSB_LOG_FORMAT=json): every line is JSON
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    started = {r["message"] for r in records if r["message"].startswith("Started server process")}
+    assert len(started) == 2, started
+    assert sum(r.get("state") == "queued" for r in records) == 3
 
 
 def test_a_killed_worker_is_counted_silent_within_seconds(settings: Settings, ecg_model_dir: Path) -> None:
