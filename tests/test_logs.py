@@ -83,3 +83,22 @@ def test_each_state_change_is_one_line_with_the_job_id_and_the_owner_name(
         {"state": "started", "owner": owner}, {"state": "failed", "owner": owner}]
     for log in (api_log, worker_log):
         assert key not in log.read_text()
+
+
+def test_a_cancel_is_logged_by_the_api_and_by_the_worker_that_stops(service: tuple[str, str, Path, Path, str]) -> None:
+    fmt, url, api_log, worker_log, key = service
+    owner = f"alice-{fmt}"
+    with client(url, key) as http:
+        running = http.post(ECG, json={"num_samples": 80, "seed": 4, "format": "npy"}).json()["job_id"]
+        waiting = http.post(ECG, json={"num_samples": 2, "seed": 5, "format": "npy"}).json()["job_id"]
+        wait_for(lambda: http.get(f"/jobs/{running}").json()["progress"]["done"] > 0, 60, "the first job to run")
+        assert http.delete(f"/jobs/{waiting}").json()["status"] == "canceled"  # never started: the API alone
+        assert http.delete(f"/jobs/{running}").status_code in (200, 202)
+        wait_for(lambda: http.get(f"/jobs/{running}").json()["status"] == "canceled", 30, "the cancel")
+
+    wait_for(lambda: {"state": "canceled", "owner": owner} in _events(fmt, worker_log, running), 10,
+             "the worker's line")
+    assert _events(fmt, api_log, waiting) == [{"state": "queued", "owner": owner}, {"state": "canceled", "owner": owner}]
+    assert _events(fmt, worker_log, waiting) == []
+    assert _events(fmt, api_log, running) == [{"state": "queued", "owner": owner}, {"state": "canceled", "owner": owner}]
+    assert _events(fmt, worker_log, running) == [{"state": "started", "owner": owner}, {"state": "canceled", "owner": owner}]

@@ -20,7 +20,7 @@ from app.deps import JobIdDep, RedisDep, SettingsDep, StoreDep
 from app.enqueue import ALL_JOBS, OWNER_JOBS
 from app.errors import responses
 from app.schemas import JobList, JobPublic, JobState
-from deepsynthbody import quotas
+from deepsynthbody import job_events, quotas
 from deepsynthbody.keys import Caller
 from deepsynthbody.errors import Conflict, NotFound
 from deepsynthbody.jobs import JobPaths
@@ -118,6 +118,7 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller:
     if status is JobState.finished:
         shutil.rmtree(JobPaths(settings.jobs_dir, job_id).root, ignore_errors=True)  # a download under way ends well
         quotas.release_bytes(redis, job_id)
+        job_events.event("deleted", job_id, job_events.owner_name(view.job.meta), f"its files, by {caller.name}")
         return JSONResponse(job_views.public(view).model_dump(mode="json"))
     if status not in _ACTIVE:
         raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled, and only "
@@ -136,6 +137,7 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller:
     if owner.get("key_id"):
         quotas.release(redis, owner["key_id"], job_id)
     quotas.release_bytes(redis, job_id)
+    job_events.event("canceled", job_id, job_events.name_of(owner), f"by {caller.name}")
     public = job_views.public(job_views.fetch(redis, job_id))
     return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 
