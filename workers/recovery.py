@@ -7,6 +7,10 @@ that are no longer registered: RQ's own `StartedJobRegistry.cleanup` retries eac
 retries left (the API enqueues jobs with `Retry`), and fails it with a message after that. Chunks are
 deterministic and rewrite their files from the start, so running one again gives the same bytes.
 
+A worker that stopped heartbeating counts as gone (`alive_workers`), and idle workers look for such orphans every
+MAINTENANCE_SECONDS (`workers.worker`): a worker killed on another machine, or a whole machine that stopped, has
+its job run again within about 45 s.
+
 When the death is seen as it happens (`serve` supervising its worker processes, a worker pool reaping a child:
 `worker_gone`), the dead worker's registration goes at once and its job runs again within a second or two.
 
@@ -16,15 +20,18 @@ Imports RQ only: `serve` calls it before any worker starts.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from redis import Redis
 from rq import Worker
 from rq.executions import Execution
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 log = logging.getLogger(__name__)
 
+STALE_SECONDS = 30  # a worker whose last heartbeat is older is dead; it beats every 2 s
 LOCK = "deepsynthbody:recovery"  # one recovery at a time: two at once could queue the same job twice
 
 
@@ -52,8 +59,17 @@ def requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
         return _requeue_orphans(connection, queue_names)
 
 
+def alive_workers(connection: Redis) -> set[str]:
+    """Names of the registered workers that heartbeat: every worker does every 2 s from a thread of its own
+    (`workers.heartbeat`), busy or idle, so one silent for STALE_SECONDS is dead (killed, or its machine stopped),
+    however long its registration has left."""
+    cutoff = now() - timedelta(seconds=STALE_SECONDS)
+    return {worker.name for worker in Worker.all(connection=connection, serializer=JSONSerializer)
+            if worker.last_heartbeat is None or worker.last_heartbeat >= cutoff}
+
+
 def _requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
-    alive = {worker.name for worker in Worker.all(connection=connection, serializer=JSONSerializer)}
+    alive = alive_workers(connection)
     orphans: list[str] = []
     for name in queue_names:
         registry = StartedJobRegistry(name, connection=connection, serializer=JSONSerializer)

@@ -49,6 +49,10 @@ _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CAN
 TASKS = frozenset({GENERATE_TASK, CHUNK_TASK, ARCHIVE_TASK})
 
 
+WORKER_TTL = 30  # RQ's registration of a worker lives WORKER_TTL + 60 s after its last heartbeat
+MAINTENANCE_SECONDS = 15
+
+
 class RefusedJob(Exception):
     """A job that is not one of the service's: failed without running anything it names."""
 
@@ -105,6 +109,13 @@ class GenerationWorker(SimpleWorker):
     _interrupted_job_id: str | None = None
     max_connection_wait_time = 2.0  # Redis gone (restarted by `serve`): try again every 2 s, not up to every 60 s
     REFUSED_WRITES_WAIT_SECONDS = 2
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # Blocking dequeues of WORKER_TTL - 15 s, so an idle worker runs its maintenance (orphans of dead workers run
+        # again: `workers.recovery`) every MAINTENANCE_SECONDS rather than every 10 minutes
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_SECONDS)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def work(self, *args: object, **kwargs: object) -> bool:
         kwargs["with_scheduler"] = False  # see the module's docstring

@@ -110,3 +110,41 @@ def test_sigterm_to_a_pool_hands_its_running_job_back(own_queue: tuple[Settings,
         assert wait_finished(client, job_id)["status"] == "finished"
     finally:
         _stop(pool)
+
+
+def test_a_lone_worker_killed_mid_job_has_its_job_run_by_another_within_a_minute(
+        own_queue: tuple[Settings, httpx.Client], tmp_path: Path) -> None:
+    """No one sees it die (a worker on a machine that stopped): the other workers notice its heartbeats stopped."""
+    settings, client = own_queue
+    redis = Redis.from_url(str(settings.redis_url))
+    queue = Queue(settings.queue, connection=redis)
+    env = environment(settings, DSB_BATCH_SIZE="16")
+    with (tmp_path / "workers.log").open("ab") as out:
+        lone = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, env=env, stdout=out,
+                                stderr=out)
+        wait_for(lambda: len(Worker.all(queue=queue)) == 1, 60, "the worker to register")
+        other = None
+        try:
+            request = {"num_samples": 200, "seed": 10, "format": "json"}
+            job_id = submit(client, request)["job_id"]
+            wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["done"] >= 16, 60, "the job to start")
+            other = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, env=env, stdout=out,
+                                     stderr=out)
+            wait_for(lambda: len(Worker.all(queue=queue)) == 2, 60, "a second worker to register")
+            lone.kill()
+            lone.wait()
+            killed_at = time.monotonic()
+            job = wait_finished(client, job_id, timeout=120)
+            recovered = time.monotonic() - killed_at
+            assert job["status"] == "finished", job
+            again = wait_finished(client, submit(client, request)["job_id"])
+            run_time = (datetime.fromisoformat(again["ended_at"])
+                        - datetime.fromisoformat(again["started_at"])).total_seconds()
+            print(f"\nrecovery after a lone worker's SIGKILL, noticed by another worker: {recovered:.1f} s "
+                  f"(its run without a fault: {run_time:.1f} s)")
+            assert recovered < 60 + run_time
+            assert _files(client, job_id) == _files(client, again["job_id"])
+        finally:
+            for process in (lone, other):
+                if process is not None:
+                    _stop(process)
