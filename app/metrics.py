@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -51,6 +51,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "unmatched"  # the route label of a request no route answers
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
+disable_created_metrics()  # no `_created` series: the multiprocess mode has none either, so every mode reads alike
 _registry = CollectorRegistry(auto_describe=True)  # this process's metrics (its own values: one process)
 REQUESTS = Counter("dsb_http_requests", "HTTP requests answered, by method, route template and status",
                    ["method", "route", "status"], registry=_registry)
