@@ -234,3 +234,19 @@ def test_keys_checked_together_each_get_their_own_answer(settings: Settings, aut
         assert status == (401 if who == "wrong" else 200), who
         if who != "wrong":
             assert jobs == mine[who], who
+
+
+def test_a_redis_outage_while_checking_a_key_is_503_not_500(settings: Settings, ecg_model_dir: Path) -> None:
+    from tests.conftest import free_port
+
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    process, url = start_api(down, DSB_AUTH="required")
+    try:
+        doc = Document(httpx.get(f"{url}/openapi.json").json())
+        response = httpx.get(f"{url}/jobs/{uuid.uuid4().hex}", headers={"Authorization": "Bearer dsb_anything"})
+        assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+        assert "unreachable" in response.json()["message"]
+        doc.check("/jobs/{job_id}", response)
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    finally:
+        stop(process)
