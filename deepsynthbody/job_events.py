@@ -89,6 +89,19 @@ def failure_handled(job: Job, error: str = "") -> None:
         event("failed", job.id, owner_name(job.meta), last, error=last)
 
 
+def orphans_handled(connection: Redis, job_ids: list[str]) -> None:
+    """Jobs whose worker died, after RQ's clean-up ran them again (or failed them: out of tries)."""
+    from rq.serializers import JSONSerializer
+
+    for job in Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer):
+        if job is None:
+            continue
+        if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            requeued(job, "its worker died")
+        elif job.get_status(refresh=False) == JobStatus.FAILED:
+            event("failed", job.id, owner_name(job.meta), "its worker died on every try", error="worker died")
+
+
 def finished(job: Job, queue: str) -> None:
     """The job succeeded: log it, and count its samples and its time for /metrics."""
     task = _task(job)

@@ -8,7 +8,9 @@ Real processes: `deepsynthbody api` with keys required, `deepsynthbody worker`, 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from tests.helpers.auth_api import client, new_key, start_api, stop
 
 @pytest.fixture(params=["text", "json"])
 def service(request: pytest.FixtureRequest, settings: Settings, ecg_model_dir: Path, broken_model: str,
-            tmp_path: Path) -> Iterator[tuple[str, str, Path, Path, str]]:
+            tmp_path: Path) -> Iterator[tuple[str, str, Path, Path, str, subprocess.Popen[bytes], Settings]]:
     """An API (keys required) and a worker on a queue of their own, logging to files in the requested format."""
     fmt = request.param
     own = settings.model_copy(update={"queue": f"logs-{secrets.token_hex(4)}"})
@@ -38,7 +40,7 @@ def service(request: pytest.FixtureRequest, settings: Settings, ecg_model_dir: P
         try:
             wait_for(lambda: any(own.queue in w.queue_names() for w in Worker.all(connection=redis)), 30,
                      "the worker to register")
-            yield fmt, url, api_log, worker_log, new_key(own, f"alice-{fmt}")
+            yield fmt, url, api_log, worker_log, new_key(own, f"alice-{fmt}"), worker, own
         finally:
             worker.terminate()
             worker.wait(timeout=30)
@@ -64,8 +66,8 @@ def _events(fmt: str, path: Path, job_id: str) -> list[dict[str, str]]:
 
 
 def test_each_state_change_is_one_line_with_the_job_id_and_the_owner_name(
-        service: tuple[str, str, Path, Path, str], broken_model: str) -> None:
-    fmt, url, api_log, worker_log, key = service
+        service: tuple[str, str, Path, Path, str, subprocess.Popen[bytes], Settings], broken_model: str) -> None:
+    fmt, url, api_log, worker_log, key, _, _ = service
     owner = f"alice-{fmt}"
     with client(url, key) as http:
         good = http.post(ECG, json={"num_samples": 6, "seed": 3, "format": "npy"}).json()["job_id"]
@@ -85,8 +87,9 @@ def test_each_state_change_is_one_line_with_the_job_id_and_the_owner_name(
         assert key not in log.read_text()
 
 
-def test_a_cancel_is_logged_by_the_api_and_by_the_worker_that_stops(service: tuple[str, str, Path, Path, str]) -> None:
-    fmt, url, api_log, worker_log, key = service
+def test_a_cancel_is_logged_by_the_api_and_by_the_worker_that_stops(
+        service: tuple[str, str, Path, Path, str, subprocess.Popen[bytes], Settings]) -> None:
+    fmt, url, api_log, worker_log, key, _, _ = service
     owner = f"alice-{fmt}"
     with client(url, key) as http:
         running = http.post(ECG, json={"num_samples": 80, "seed": 4, "format": "npy"}).json()["job_id"]
@@ -102,3 +105,39 @@ def test_a_cancel_is_logged_by_the_api_and_by_the_worker_that_stops(service: tup
     assert _events(fmt, worker_log, waiting) == []
     assert _events(fmt, api_log, running) == [{"state": "queued", "owner": owner}, {"state": "canceled", "owner": owner}]
     assert _events(fmt, worker_log, running) == [{"state": "started", "owner": owner}, {"state": "canceled", "owner": owner}]
+
+
+@pytest.mark.parametrize("service", ["text"], indirect=True)
+def test_a_dead_workers_job_run_again_is_logged_as_requeued(
+        service: tuple[str, str, Path, Path, str, subprocess.Popen[bytes], Settings], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The worker SIGKILLed mid-job logs nothing more; whoever sees it die (here the test, as `serve` or a worker
+    pool does: `workers.recovery.worker_gone`) logs the job queued again, and the next worker runs it."""
+    from workers import recovery
+
+    fmt, url, _, worker_log, key, worker, own = service
+    owner = f"alice-{fmt}"
+    redis = Redis.from_url(str(own.redis_url))
+    (name,) = [w.name for w in Worker.all(connection=redis) if own.queue in w.queue_names()]
+    with client(url, key) as http:
+        job_id = http.post(ECG, json={"num_samples": 80, "seed": 6, "format": "npy"}).json()["job_id"]
+        wait_for(lambda: http.get(f"/jobs/{job_id}").json()["progress"]["done"] > 0, 60, "the job to run")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        with caplog.at_level(logging.INFO, logger="deepsynthbody.jobs"):
+            assert recovery.worker_gone(redis, [own.queue], name=name) == [job_id]
+        (line,) = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
+        assert (line.state, line.owner) == ("requeued", owner) and "its worker died" in line.getMessage()
+        second_log = tmp_path / "second-worker.log"
+        with second_log.open("wb") as out:
+            second = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, stderr=out,
+                                      stdout=out, env=environment(own, DSB_BATCH_SIZE="4"))
+        try:
+            assert wait_finished(http, job_id)["status"] == "finished"
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+    redis.close()
+    assert _events(fmt, worker_log, job_id) == [{"state": "started", "owner": owner}]
+    assert _events(fmt, second_log, job_id) == [{"state": "started", "owner": owner},
+                                                {"state": "finished", "owner": owner}]

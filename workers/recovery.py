@@ -29,6 +29,8 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
+from deepsynthbody import job_events
+
 log = logging.getLogger(__name__)
 
 STALE_SECONDS = 30  # a worker whose last heartbeat is older is dead; it beats every 2 s
@@ -88,4 +90,5 @@ def _requeue_orphans(connection: Redis, queue_names: list[str]) -> list[str]:
             registry.cleanup()
     if orphans:
         log.info("%d job(s) left running by a stopped worker run again: %s", len(orphans), ", ".join(orphans))
+        job_events.orphans_handled(connection, orphans)
     return orphans
