@@ -116,7 +116,8 @@ class EmbeddedRedis:
 
     @classmethod
     def private(cls, data_dir: Path) -> EmbeddedRedis:
-        """`serve`'s own: in `<data dir>/redis` (mode 0700), with a password, its append-only file fsynced each second."""
+        """`serve`'s own: in `<data dir>/redis` (mode 0700), with a password, its append-only file fsynced each
+        second."""
         directory = data_dir / REDIS_DIR
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)

@@ -58,7 +58,8 @@ def test_chaos_kills_lose_no_job_and_change_no_byte(tmp_path: Path, settings: Se
     began = time.monotonic()
     try:
         redis = Redis.from_url(url_for_data_dir(data) or "", socket_timeout=5)
-        requests = [{"num_samples": SAMPLES, "seed": 1000 + i, "format": FORMATS[i % len(FORMATS)]} for i in range(JOBS)]
+        requests = [{"num_samples": SAMPLES, "seed": 1000 + i, "format": FORMATS[i % len(FORMATS)]}
+                    for i in range(JOBS)]
         with httpx.Client(base_url=serve.url, timeout=30) as client:
             accepted = []
             for request in requests:
@@ -78,7 +79,8 @@ def test_chaos_kills_lose_no_job_and_change_no_byte(tmp_path: Path, settings: Se
                     continue
                 try:  # a worker busy with a part not killed before: each part is killed at most once, so with
                     # the Redis restart it is tried at most 3 times (RETRIES = 2, then it would fail, by design)
-                    busy = [(w.pid, w.get_current_job_id()) for w in Worker.all(connection=redis, serializer=JSONSerializer)]
+                    busy = [(w.pid, w.get_current_job_id())
+                            for w in Worker.all(connection=redis, serializer=JSONSerializer)]
                 except Exception:  # noqa: BLE001 - Redis restarting
                     continue
                 candidates = sorted((pid, job) for pid, job in busy if job and job not in killed_parts
@@ -99,7 +101,8 @@ def test_chaos_kills_lose_no_job_and_change_no_byte(tmp_path: Path, settings: Se
             for job_id in again:
                 wait_for(lambda j=job_id: _status(client, j) == "finished", 90, f"reference job {job_id}")
             lost = [j for j in accepted if statuses[j] != "finished"]
-            differ = [j for j, ref in zip(accepted, again) if j not in lost and _data_files(client, j) != _data_files(client, ref)]
+            differ = [j for j, ref in zip(accepted, again)
+                      if j not in lost and _data_files(client, j) != _data_files(client, ref)]
         print(f"\nchaos: {JOBS} jobs of {SAMPLES} samples (2 chunks + archive each, 2 workers), {kills} worker "
               f"SIGKILLs, {redis_restarts} Redis SIGKILL+restart, {serve.err().count('a new worker starts')} workers "
               f"restarted, in {chaos_seconds:.1f} s; lost: {len(lost)}, archives differing: {len(differ)}")

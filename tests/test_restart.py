@@ -13,6 +13,7 @@ import stat
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -118,8 +119,6 @@ def test_a_worker_killed_mid_job_is_replaced_and_its_job_finishes_the_same(serve
         clean = wait_finished(client, again)
         assert clean["status"] == "finished"
         assert _files(client, job_id) == _files(client, again)
-    from datetime import datetime
-
     run_time = (datetime.fromisoformat(clean["ended_at"]) - datetime.fromisoformat(clean["started_at"])).total_seconds()
     print(f"\nrecovery after a worker SIGKILL: {recovered:.1f} s from the kill to the job finished; "
           f"its run without a fault {run_time:.1f} s; recovery time {recovered - run_time:.1f} s")

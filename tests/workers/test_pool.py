@@ -87,7 +87,8 @@ def test_a_pool_worker_killed_mid_job_is_replaced_and_the_job_finishes_the_same(
         recovered = time.monotonic() - killed_at
         assert job["status"] == "finished", job
         again = wait_finished(client, submit(client, request)["job_id"])
-        run_time = (datetime.fromisoformat(again["ended_at"]) - datetime.fromisoformat(again["started_at"])).total_seconds()
+        run_time = (datetime.fromisoformat(again["ended_at"])
+                    - datetime.fromisoformat(again["started_at"])).total_seconds()
         assert recovered < 60 + run_time
         assert _files(client, job_id) == _files(client, again["job_id"])
         queue = Queue(settings.queue, connection=Redis.from_url(str(settings.redis_url)))
