@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from app import errors, metrics
+from app import docs, errors, metrics
 from app.enqueue import Enqueuer
 from app.auth import Authenticate
 from app.middleware import BodyLimits, StripTrailingSlash
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise RuntimeError("set DSB_REDIS_URL (or REDIS_URL), or run `deepsynthbody serve`, which starts a private Redis")
     store = settings.model_store()
     # no redirects for a trailing slash: StripTrailingSlash serves `/models/` as `/models`
-    app = FastAPI(title="DeepSynthBody", version=__version__, description=DESCRIPTION, redirect_slashes=False)
+    app = docs.application(title="DeepSynthBody", version=__version__, description=DESCRIPTION, redirect_slashes=False)
     app.state.settings = settings
     app.state.store = store
     app.state.redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.add_middleware(Authenticate, settings=settings)  # inside the two below: sees the path without its slash
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(StripTrailingSlash)

@@ -46,11 +46,6 @@ class Settings(BaseSettings):
         "stored", description="Zip members stored (fast) or deflated (smaller, slower)."
     )
 
-    # observability (deepsynthbody/logs.py, app/metrics.py)
-    log_format: Literal["text", "json"] = Field(
-        "text", description="Log lines as plain text, or one JSON object per line (time, level, logger, message, "
-        "and fields such as job_id, owner, state) in every process.")
-
     # identities and limits (deepsynthbody/keys.py, deepsynthbody/quotas.py, app/auth.py, app/middleware.py)
     auth: Literal["required", "off"] | None = Field(
         None, description="API keys required (`required`) or not (`off`); unset: `off` when the API listens on a "
@@ -68,6 +63,11 @@ class Settings(BaseSettings):
     results_max_bytes: PositiveInt | None = Field(
         None, description="Disk budget of the results: each job reserves its largest possible size at submit "
         "(deepsynthbody/sizes.py) and is refused with 507 when it does not fit; unset: unlimited.")
+
+    # observability (deepsynthbody/logs.py, app/metrics.py)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text, or one JSON object per line (time, level, logger, message, "
+        "and fields such as job_id, owner, state) in every process.")
 
     # readiness (app/routes/health.py)
     min_free_bytes: int = Field(
