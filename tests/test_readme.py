@@ -98,6 +98,9 @@ def test_curl_examples_run_as_written(client: httpx.Client, api_url: str, tmp_pa
             assert created["status"] == "queued", done.stdout
             job_id = created["job_id"]
             assert wait_finished(client, job_id)["status"] == "finished"
+        elif "-X DELETE" in command:  # the job has finished: DELETE removes its files, its status stays
+            assert json.loads(done.stdout)["status"] == "finished"
+            assert client.get(f"/jobs/{job_id}/result").status_code == 404
         elif command.endswith("/jobs/<id>"):
             assert json.loads(done.stdout)["status"] == "finished"
         elif command.startswith("curl -I "):
@@ -110,8 +113,6 @@ def test_curl_examples_run_as_written(client: httpx.Client, api_url: str, tmp_pa
         elif command.endswith("/stream"):
             request = json.loads(client.get(f"/jobs/{job_id}").text)["request"]
             assert len(done.stdout.splitlines()) == request["num_samples"]
-        elif "-X DELETE" in command:  # the job has finished: nothing to cancel, and the answer says so
-            assert "message" in json.loads(done.stdout)
 
 
 def test_python_example_runs_as_written(client: httpx.Client, api_url: str, readme_env: dict[str, str]) -> None:
