@@ -51,6 +51,7 @@ TASKS = frozenset({GENERATE_TASK, CHUNK_TASK, ARCHIVE_TASK})
 
 WORKER_TTL = 30  # RQ's registration of a worker lives WORKER_TTL + 60 s after its last heartbeat
 MAINTENANCE_SECONDS = 15
+STUCK_SECONDS = 20  # a job taken off the queue and not started after this is run again (RQ: a minute)
 
 
 class RefusedJob(Exception):
@@ -252,15 +253,37 @@ class GenerationWorker(SimpleWorker):
                 try:
                     clean_registries(queue, self._exc_handlers)
                     worker_registration.clean_worker_registry(queue)
-                    queue.intermediate_queue.cleanup(self, queue)
+                    self._unstick(queue)
                 finally:
                     queue.release_maintenance_lock()
         self.last_cleaned_at = now()
 
+    def _unstick(self, queue: Queue) -> None:
+        """RQ's clean-up of jobs taken off the queue but never started (their worker died, or Redis refused its next
+        write, in between), after STUCK_SECONDS instead of RQ's minute; a retry, as RQ does it."""
+        taken = queue.intermediate_queue
+        for job_id in taken.get_job_ids():
+            if job_id in queue.started_job_registry:
+                continue
+            job = queue.fetch_job(job_id)
+            if job is None:
+                taken.remove(job_id)
+            elif not taken.set_first_seen(job_id):
+                first_seen = taken.get_first_seen(job_id)
+                if first_seen is not None and (now() - first_seen).total_seconds() > STUCK_SECONDS:
+                    self.handle_job_failure(job, queue, exc_string="taken off the queue but never started")
+                    taken.remove(job_id)
+
     def run_maintenance_tasks(self) -> None:
-        # First of all, and at every start whoever else did RQ's maintenance lately: what dead workers left started
-        recovery.requeue_orphans(self.connection, self.queue_names())
-        super().run_maintenance_tasks()
+        try:
+            # First of all, and at every start whoever else did RQ's maintenance lately: what dead workers left started
+            recovery.requeue_orphans(self.connection, self.queue_names())
+            super().run_maintenance_tasks()
+        except ResponseError as exc:  # a Redis that refuses writes (a full disk) stops nothing: next round
+            if not tasks.refuses_writes(exc):
+                raise
+            self.log.warning("Worker %s: maintenance skipped, Redis refuses writes (%s)", self.name, exc)
+            self.last_cleaned_at = now()
         settings = get_settings()
         # RQ forgets a finished job after result_ttl; its files go too (an hour later, so no download is cut short)
         retention.remove_expired(settings.jobs_dir, settings.result_ttl + 3600)
