@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,9 @@ class EncodeContext:
     members: MemberSink
     parts: Path
     chunk: int = 0
+    # An annotated ECG job's measurements by sample index (`workers.ecg_measurements`), filled before `write` is
+    # called for those samples: heart rate, intervals, axes, amplitudes and "fiducials" (name -> sample indices).
+    measurements: dict[int, dict] = field(default_factory=dict)
 
     def stem(self, index: int, prefix: str | None = None) -> str:
         width = max(5, len(str(self.num_samples - 1)))
