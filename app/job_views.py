@@ -177,7 +177,7 @@ def fetch(redis: Redis, job_id: str) -> JobView:
 
 def links(job_id: str) -> JobLinks:
     base = f"/jobs/{job_id}"
-    return JobLinks(self=base, result=f"{base}/result", stream=f"{base}/stream")
+    return JobLinks(self=base, result=f"{base}/result", stream=f"{base}/stream", events=f"{base}/events")
 
 
 def public(view: JobView) -> JobPublic:

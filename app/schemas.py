@@ -21,6 +21,7 @@ class JobLinks(BaseModel):
     self: str
     result: str
     stream: str
+    events: str  # Server-Sent Events of its progress (app.job_progress)
 
 
 class ModelRef(BaseModel):

@@ -25,6 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 
+from deepsynthbody.job_changes import job_changed
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK
 
 log = logging.getLogger("deepsynthbody.jobs")
@@ -70,6 +71,7 @@ def started(job: Job) -> None:
 
 
 def requeued(job: Job, reason: str) -> None:
+    job_changed(job)  # the clients following it (`deepsynthbody.job_changes`)
     event("requeued", job.id, owner_name(job.meta), reason, reason=reason)
 
 
@@ -79,6 +81,7 @@ def canceled(job: Job) -> None:
 
 def failure_handled(job: Job, error: str = "") -> None:
     """After RQ handled a failure: the job failed for good, was stopped, or was queued to be tried again."""
+    job_changed(job)
     status = job.get_status(refresh=False)
     if status == JobStatus.STOPPED:
         canceled(job)
@@ -96,6 +99,7 @@ def orphans_handled(connection: Redis, job_ids: list[str]) -> None:
     for job in Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer):
         if job is None:
             continue
+        job_changed(job)
         if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             requeued(job, "its worker died")
         elif job.get_status(refresh=False) == JobStatus.FAILED:
@@ -104,6 +108,7 @@ def orphans_handled(connection: Redis, job_ids: list[str]) -> None:
 
 def finished(job: Job, queue: str) -> None:
     """The job succeeded: log it, and count its samples and its time for /metrics."""
+    job_changed(job)
     task = _task(job)
     seconds = (job.ended_at - job.started_at).total_seconds() if job.started_at and job.ended_at else None
     event("finished", job.id, owner_name(job.meta), task + (f" in {seconds:.2f} s" if seconds is not None else ""),

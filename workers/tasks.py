@@ -17,6 +17,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from deepsynthbody import __version__, clock
+from deepsynthbody.job_changes import job_changed
 from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.samples_file import SamplesFile
 from deepsynthbody.settings import Settings, get_settings
@@ -188,6 +189,7 @@ def _report(job: Job | None, **fields: Any) -> None:
     if job is not None:  # None when called directly, outside a worker
         job.meta.update(fields)
         job.save_meta()
+        job_changed(job)  # wakes the clients following the request (`deepsynthbody.job_changes`)
 
 
 def _now(job: Job | None = None) -> str:

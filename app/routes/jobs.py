@@ -6,21 +6,22 @@ import shutil
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from redis import Redis
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from starlette.concurrency import run_in_threadpool
 
-from app import job_views, streaming
+from app import job_progress, job_views, streaming
 from app.auth import CallerDep
 from app.deps import JobIdDep, RedisDep, SettingsDep, StoreDep
 from app.enqueue import ALL_JOBS, OWNER_JOBS
 from app.errors import responses
 from app.schemas import JobList, JobPublic, JobState
-from deepsynthbody import job_events, quotas
+from deepsynthbody import job_changes, job_events, quotas
 from deepsynthbody.keys import Caller
 from deepsynthbody.errors import Conflict, NotFound
 from deepsynthbody.jobs import JobPaths
@@ -100,9 +101,40 @@ def list_jobs(caller: CallerDep, redis: RedisDep,
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="Status, progress and request of a job",
-            responses=responses(401, 404, 429, 503))
-def get_job(job_id: JobIdDep, redis: RedisDep, caller: CallerDep) -> JobPublic:
-    return job_views.public(fetch_owned(redis, job_id, caller))
+            description="With `wait=SECONDS`, a long poll: the answer comes as soon as the job changes (its status, "
+            "its progress), or after SECONDS with the job as it is; at once when the job has ended.",
+            responses=responses(401, 404, 422, 429, 503))
+async def get_job(job_id: JobIdDep, redis: RedisDep, caller: CallerDep, request: Request,
+                  wait: Annotated[float | None, Query(ge=0, le=job_progress.MAX_WAIT_SECONDS, allow_inf_nan=False,
+                                                      description="Seconds to wait for a change (long poll)")] = None,
+                  ) -> JobPublic:
+    async def read() -> JobPublic:
+        return job_views.public(await run_in_threadpool(fetch_owned, redis, job_id, caller))
+
+    job = await read()
+    if not wait:
+        return job
+    return await job_progress.wait_for_change(job_progress.changes_of(request), job_id, read, job, wait)
+
+
+@router.get("/{job_id}/events", summary="The job's progress and state changes as Server-Sent Events, until it ends",
+            description="`text/event-stream` for `EventSource` or a streaming `fetch`: `state` (the whole job, "
+            "first and on each status change), `progress` (`done` of `total` samples), `end` (the whole job once it "
+            "is finished, failed or canceled, with `links.result`; then the stream closes: close the EventSource), "
+            "`error` (`message`: the job can no longer be read). Each is one `event:` line and one `data:` JSON line.",
+            response_class=StreamingResponse,
+            responses={200: {"description": "Server-Sent Events until the job ends",
+                             "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                       **responses(401, 404, 429, 503)})
+async def job_events_stream(job_id: JobIdDep, redis: RedisDep, caller: CallerDep, request: Request) -> StreamingResponse:
+    await run_in_threadpool(fetch_owned, redis, job_id, caller)  # 404 (or 503) before the stream starts
+
+    async def read() -> JobPublic:
+        return job_views.public(await run_in_threadpool(fetch_owned, redis, job_id, caller))
+
+    stream = job_progress.events(job_progress.changes_of(request), job_id, read)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.delete("/{job_id}", response_model=JobPublic, summary="Cancel a queued or running job, or delete a finished job's files",
@@ -119,6 +151,7 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller:
         shutil.rmtree(JobPaths(settings.jobs_dir, job_id).root, ignore_errors=True)  # a download under way ends well
         quotas.release_bytes(redis, job_id)
         job_events.event("deleted", job_id, job_events.owner_name(view.job.meta), f"its files, by {caller.name}")
+        job_changes.publish(redis, settings.queue, job_id)
         return JSONResponse(job_views.public(view).model_dump(mode="json"))
     if status not in _ACTIVE:
         raise Conflict(f"job {job_id} is {status.value}; only queued or started jobs can be canceled, and only "
@@ -138,6 +171,7 @@ def cancel_job(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller:
         quotas.release(redis, owner["key_id"], job_id)
     quotas.release_bytes(redis, job_id)
     job_events.event("canceled", job_id, job_events.name_of(owner), f"by {caller.name}")
+    job_changes.publish(redis, settings.queue, job_id)
     public = job_views.public(job_views.fetch(redis, job_id))
     return JSONResponse(public.model_dump(mode="json"), status_code=200 if public.status is JobState.canceled else 202)
 
