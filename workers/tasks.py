@@ -182,7 +182,8 @@ def _bundle_pieces(paths: JobPaths) -> dict[str, list[Path]]:
 
 def _context(entry: ModelEntry, spec: JobSpec, paths: JobPaths, members: MemberSink, chunk: int) -> EncodeContext:
     names = entry.manifest.output.channel_names(spec["params"])
-    return EncodeContext(entry.manifest.output, names, spec["seed"], spec["num_samples"], members, paths.parts, chunk)
+    return EncodeContext(entry.manifest.output, names, spec["seed"], spec["num_samples"], members, paths.parts, chunk,
+                         model_id=entry.manifest.id, model_version=entry.manifest.version)
 
 
 def _report(job: Job | None, **fields: Any) -> None:
@@ -254,6 +255,8 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "started_at": _earliest([c["started_at"] for c in chunks]),
         "finished_at": finished_at,
         "output": description,
+        "synthetic": f"Every sample here is synthetic, made by model {card.id} version {card.version}: "
+                     "none is a recording of a real person.",
         "license": card.license,
         "citations": [c.model_dump(exclude_none=True) for c in card.citations],
         "noise": "numpy Philox4x64 keyed by seed + (sample index << 64); inputs drawn in manifest order",

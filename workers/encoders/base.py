@@ -29,6 +29,13 @@ class EncodeContext:
     # An annotated ECG job's measurements by sample index (`workers.ecg_measurements`), filled before `write` is
     # called for those samples: heart rate, intervals, axes, amplitudes and "fiducials" (name -> sample indices).
     measurements: dict[int, dict] = field(default_factory=dict)
+    model_id: str = "unknown"
+    model_version: int = 0
+
+    @property
+    def synthetic(self) -> str:
+        """What every file says where its format has room: it holds no real person's data, and what made it."""
+        return f"SYNTHETIC data made by DeepSynthBody model {self.model_id} version {self.model_version}; no real person"
 
     def stem(self, index: int, prefix: str | None = None) -> str:
         width = max(5, len(str(self.num_samples - 1)))
