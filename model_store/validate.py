@@ -12,6 +12,9 @@ from model_store.manifest import MANIFEST_FILE, ImageOutput, Manifest, Parameter
 from model_store.store import sha256_file, unsafe_entries
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16"}
+MIN_OPSET = 11
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                        "Bernoulli"})
 
 
 def expected_output_shape(output: SignalOutput | ImageOutput) -> tuple[int, ...]:
@@ -46,6 +49,45 @@ def _manifest(folder: Path) -> tuple[Manifest | None, list[str]]:
                 continue  # already said in plain words above
             problems.append(f"manifest: {where}: {error['msg'].removeprefix('Value error, ')}")
         return None, problems
+
+
+def _nodes(graph):  # noqa: ANN001, ANN202 - onnx protos
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                yield from _nodes(sub)
+
+
+def graph_problems(artifact: Path) -> list[str]:
+    """What onnxruntime must not be given, read with the `onnx` package alone: opsets, ops outside the standard
+    domain (custom or contrib kernels), random ops (noise is an input), weights in files outside the artifact."""
+    import onnx
+
+    model = onnx.load(str(artifact), load_external_data=False)
+    problems = []
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain not in ("", "ai.onnx"):
+            problems.append(f"{artifact.name}: imports the opset domain {opset.domain!r}: only the standard ONNX "
+                            "operators are served")
+        elif not MIN_OPSET <= opset.version <= newest:
+            problems.append(f"{artifact.name}: opset {opset.version} is outside {MIN_OPSET}..{newest}: export with "
+                            f"an opset in that range")
+    if model.functions:
+        problems.append(f"{artifact.name}: has model-local functions: export without them")
+    ops = set()
+    for node in _nodes(model.graph):
+        if node.domain not in ("", "ai.onnx"):
+            ops.add(f"{node.domain}.{node.op_type} (not a standard operator)")
+        elif node.op_type in RANDOM_OPS:
+            ops.add(f"{node.op_type} (random: make the noise an input)")
+    problems += [f"{artifact.name}: the operator {op} is not allowed" for op in sorted(ops)]
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        problems.append(f"{artifact.name}: weights in external files ({', '.join(external[:5])}): save them inside "
+                        "the .onnx file")
+    return problems
 
 
 def _smoke(manifest: Manifest, artifact: Path) -> list[str]:
@@ -119,6 +161,9 @@ def validate(folder: Path) -> list[str]:
             onnx.checker.check_model(str(artifact), full_check=True)
         except Exception as exc:  # noqa: BLE001 - the checker raises several types
             problems.append(f"ONNX checker rejects {name}: {str(exc).splitlines()[0]}")
+            continue
+        if graph := graph_problems(artifact):  # before onnxruntime sees the graph
+            problems.extend(graph)
             continue
         problems.extend(_smoke(manifest, artifact))
     return problems
