@@ -27,8 +27,9 @@ from deepsynthbody.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json"})
-PUBLIC_PREFIX = "/docs/"  # the docs' own assets (app.docs.ASSETS_URL) and Swagger UI's OAuth2 redirect page
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/"})
+# the docs' own assets (app.docs.ASSETS_URL), Swagger UI's OAuth2 redirect page, the web app's files (app.routes.web)
+PUBLIC_PREFIX = ("/docs/", "/web/")
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="deepsynthbody"'}
 SCHEME_NAME = "APIKey"
 SECURITY_SCHEME = {"type": "http", "scheme": "bearer",

@@ -1,0 +1,122 @@
+// `#/models/{category}/{subcategory}/{id}`: a model's card and the form of its request.
+
+import { getJSON, request } from "./api.js";
+import { label } from "./catalog.js";
+import { clear, el, notice, title } from "./dom.js";
+import { bodyText, buildForm, openapi, requestSchema } from "./schema_form.js";
+
+const human = (key) => label(key.replace(/_/g, " "));
+
+/** A JSON value as nested definition lists (objects), comma lists (short lists of scalars) or text. */
+function valueView(value, depth = 0) {
+  if (value === null || typeof value !== "object") return el("span", {}, String(value));
+  if (Array.isArray(value)) {
+    if (value.every((v) => v === null || typeof v !== "object") && value.length <= 40) return el("span", {}, value.join(", "));
+    if (depth > 2 || value.length > 12) return el("pre", { class: "json" }, JSON.stringify(value, null, 1));
+    return el("ol", {}, value.map((v) => el("li", {}, valueView(v, depth + 1))));
+  }
+  if (depth > 3) return el("pre", { class: "json" }, JSON.stringify(value, null, 1));
+  return el("dl", { class: "kv" }, Object.entries(value).flatMap(([k, v]) => [el("dt", {}, human(k)), el("dd", {}, valueView(v, depth + 1))]));
+}
+
+function outputText(output) {
+  if (output.kind === "signal") {
+    return `${output.channels.length} channels (${output.channels.join(", ")}), ${output.length / output.sampling_rate} s at `
+      + `${output.sampling_rate} Hz, in ${output.unit}`;
+  }
+  if (output.kind === "image") {
+    return `${output.width} × ${output.height} px images (${output.color_channels.join("")})${output.mask_channel ? " each with a segmentation mask" : ""}`;
+  }
+  return output.kind;
+}
+
+/** Distributions a model publishes about its samples (any `distributions` or `measurements` in its card). */
+function measured(card) {
+  const found = [];
+  for (const source of [card, card.provenance || {}]) {
+    for (const key of ["distributions", "measurements", "measured"]) if (source[key]) found.push(source[key]);
+  }
+  return found;
+}
+
+function cardView(card) {
+  const { training, ...made } = card.provenance || {};
+  const distributions = measured(card);
+  return el("section", { class: "card", "aria-labelledby": "card-title" }, [
+    el("h2", { id: "card-title" }, "Model card"),
+    el("p", {}, card.description),
+    el("dl", { class: "facts" }, [
+      el("dt", {}, "Output"), el("dd", {}, outputText(card.output)),
+      el("dt", {}, "Formats"), el("dd", {}, card.formats.join(", ")),
+      el("dt", {}, "Versions"), el("dd", {}, card.versions.join(", ") + ` (latest ${card.version})`),
+      el("dt", {}, "Licence"), el("dd", {}, card.license),
+      el("dt", {}, "Artifact sha256"), el("dd", { class: "hash" }, card.sha256),
+    ]),
+    el("h3", {}, "Cite"),
+    el("ul", { class: "citations" }, card.citations.map((c) => el("li", {}, [
+      c.text, c.doi ? [" ", el("a", { href: `https://doi.org/${c.doi}`, rel: "noopener" }, `doi:${c.doi}`)] : null,
+    ].flat()))),
+    distributions.length ? el("details", { open: true }, [el("summary", {}, "Measured distributions"), ...distributions.map((d) => valueView(d))]) : null,
+    training ? el("details", {}, [el("summary", {}, "How it was trained"), valueView(training)]) : null,
+    el("details", {}, [el("summary", {}, "How it was made (provenance)"), valueView(made)]),
+  ]);
+}
+
+export async function showModel(main, [category, subcategory, modelId]) {
+  const path = `/models/${category}/${subcategory}`;
+  const [cards, doc] = await Promise.all([getJSON(path), openapi(getJSON)]);
+  const card = cards.find((c) => c.id === modelId) || cards[0];
+  title(card.name);
+  const generate = card.generate;
+  const form = el("form", { class: "request", "aria-labelledby": "form-title", novalidate: false });
+  const fieldsBox = el("div");
+  let fields = null;
+  const versionSelect = card.versions.length > 1
+    ? el("select", { id: "field-version-pick", "aria-describedby": "version-hint" },
+      [...card.versions].reverse().map((v) => el("option", { value: v, selected: v === card.version }, v === card.version ? `${v} (latest)` : String(v))))
+    : null;
+  const render = () => {
+    const version = versionSelect ? Number(versionSelect.value) : card.version;
+    const schema = requestSchema(doc, generate, card.id, version);
+    if (!schema) {
+      clear(fieldsBox, el("p", {}, `The API document has no request schema for ${card.id} version ${version}.`));
+      fields = null;
+      return;
+    }
+    const before = fields ? fields.read() : {};
+    const max = schema.properties.num_samples?.maximum ?? 100;
+    fields = buildForm(schema, { num_samples: Math.min(100, max), ...before });
+    clear(fieldsBox, fields.element);
+  };
+  versionSelect?.addEventListener("change", render);
+  render();
+  const submit = el("button", { type: "submit", class: "primary" }, "Generate");
+  form.append(
+    el("h2", { id: "form-title" }, "Make samples"),
+    versionSelect ? el("div", { class: "field" }, [
+      el("label", { for: "field-version-pick" }, "Model version"), versionSelect,
+      el("p", { class: "hint", id: "version-hint" }, "The same seed on the same version makes the same samples."),
+    ]) : null,
+    fieldsBox,
+    el("div", { class: "actions" }, [submit]),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!fields || !form.reportValidity()) return;
+    submit.disabled = true;
+    notice("");
+    try {
+      const response = await request(generate, { method: "POST", headers: { "Content-Type": "application/json" }, body: bodyText(fields.read()) });
+      const created = await response.json();
+      location.hash = `#/jobs/${created.job_id}`;
+    } catch (error) {
+      notice(`The request was refused: ${error.message}`);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  clear(main,
+    el("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, [el("a", { href: "#/" }, "Models"), " › ", `${category} › ${subcategory}`]),
+    el("h1", {}, card.name),
+    el("div", { class: "columns" }, [form, cardView(card)]));
+}
