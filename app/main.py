@@ -14,7 +14,7 @@ from app.enqueue import Enqueuer
 from app.auth import Authenticate
 from app.middleware import BodyLimits, StripTrailingSlash
 from app.openapi import OpenAPIDocument
-from app.routes import admin, health, jobs, models, web
+from app.routes import admin, contributions, health, jobs, models, web
 from app.routes.generate import make_router
 from deepsynthbody import __version__
 from deepsynthbody.settings import Settings, get_settings
@@ -43,10 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(contributions.router)
+    app.include_router(contributions.admin_router)
     app.include_router(metrics.router)
     app.include_router(web.router)  # the web app at / (not in the OpenAPI document)
     app.add_middleware(Authenticate, settings=settings)  # inside the two below: sees the path without its slash
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
+                       uploads={("POST", "/models"): (settings.max_upload_bytes, "DSB_MAX_UPLOAD_BYTES")})
     app.add_middleware(StripTrailingSlash)
     app.add_middleware(metrics.MetricsMiddleware, router=app.router)  # added last: outermost, counts every answer
     app.openapi = OpenAPIDocument(app, store, settings.max_samples)  # type: ignore[method-assign]

@@ -35,35 +35,48 @@ class BodyLimits:
     with 408 (the connection is then closed), so slow or stalled uploads hold nothing for long.
 
     Only the body is timed: once it has arrived, `receive` is passed through (a stream waits on it for the
-    client's disconnect).
+    client's disconnect). `uploads` gives routes (method, path) their own limit and the setting that holds it
+    (POST /models takes a model archive, far larger than any JSON body).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float,
+                 uploads: dict[tuple[str, str], tuple[int, str]] | None = None) -> None:
         self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+        self.uploads = uploads or {}
+
+    @staticmethod
+    def _message(max_bytes: int, setting: str) -> str:
+        what = ("a generation request is a few hundred bytes" if setting == "DSB_MAX_BODY_BYTES"
+                else "the limit is the server's setting")
+        return f"the request body is larger than {max_bytes} bytes ({setting}); send a smaller body ({what})"
 
     def _too_large(self) -> str:
-        return (f"the request body is larger than {self.max_bytes} bytes (DSB_MAX_BODY_BYTES); "
-                "send a smaller body (a generation request is a few hundred bytes)")
+        return self._message(self.max_bytes, "DSB_MAX_BODY_BYTES")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, setting = self.uploads.get((scope["method"], scope["path"]), (self.max_bytes, "DSB_MAX_BODY_BYTES"))
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
+                if declared > max_bytes:
                     from app.errors import error_response
 
-                    await error_response(413, self._too_large(), headers={"Connection": "close"})(scope, receive, send)
+                    await error_response(413, self._message(max_bytes, setting),
+                                         headers={"Connection": "close"})(scope, receive, send)
                     return
                 break
         received = 0
         finished = False
-        max_bytes, timeout, too_large = self.max_bytes, self.timeout, self._too_large
+        timeout = self.timeout
+
+        def too_large() -> str:
+            return self._message(max_bytes, setting)
 
         async def limited_receive() -> Message:
             nonlocal received, finished

@@ -137,6 +137,7 @@ class KeyCreate(BaseModel):
     samples_per_day: int | None = Field(None, ge=1, description="Samples per UTC day; omitted: the default")
     max_active_jobs: int | None = Field(None, ge=1, description="Queued + running requests; omitted: the default")
     admin: bool = Field(False, description="May manage keys and see every job")
+    contributor: bool = Field(False, description="May upload models (POST /models); admins may too")
 
     @field_validator("name")
     @classmethod
@@ -159,6 +160,7 @@ class KeyPublic(BaseModel):
     max_active_jobs: int | None = Field(description="null: the default (DSB_DEFAULT_MAX_ACTIVE_JOBS) or unlimited")
     created: str
     last_used: str | None
+    contributor: bool = Field(False, description="May upload models (POST /models)")
 
 
 class KeyCreated(KeyPublic):

@@ -50,6 +50,7 @@ class Caller:
     admin: bool
     samples_per_day: int | None = None
     max_active_jobs: int | None = None
+    contributor: bool = False  # may upload models (POST /models); admins may too
 
     @property
     def owner(self) -> dict[str, str]:
@@ -71,6 +72,7 @@ class KeyInfo:
     max_active_jobs: int | None
     created: str
     last_used: str | None
+    contributor: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +107,8 @@ def parse_record(fields: dict[str, Any], default_samples_per_day: int | None = N
     spd = _limit(f.get("samples_per_day")) if f.get("samples_per_day") else default_samples_per_day
     maj = _limit(f.get("max_active_jobs")) if f.get("max_active_jobs") else default_max_active_jobs
     info = KeyInfo(id=f["id"], name=f["name"], admin=f.get("admin") == "1", samples_per_day=spd, max_active_jobs=maj,
-                   created=_iso(f.get("created")) or "", last_used=_iso(f.get("last_used")))
+                   created=_iso(f.get("created")) or "", last_used=_iso(f.get("last_used")),
+                   contributor=f.get("contributor") == "1")
     return info, f.get("hash", "")
 
 
@@ -123,7 +126,7 @@ def _check_limit(what: str, value: int | None) -> int | None:
 
 
 def create(redis: Redis, name: str, samples_per_day: int | None = None, max_active_jobs: int | None = None,
-           admin: bool = False) -> tuple[str, KeyInfo]:
+           admin: bool = False, contributor: bool = False) -> tuple[str, KeyInfo]:
     """A new key: returns it (the only time it exists outside the caller's hands) and its stored record."""
     check_name(name)
     _check_limit("samples_per_day", samples_per_day)
@@ -133,6 +136,7 @@ def create(redis: Redis, name: str, samples_per_day: int | None = None, max_acti
     key_digest = digest(key)
     now = f"{time.time():.3f}"
     fields = {"id": key_id, "name": name, "hash": key_digest, "admin": "1" if admin else "0",
+              "contributor": "1" if contributor else "0",
               "samples_per_day": samples_per_day or "", "max_active_jobs": max_active_jobs or "", "created": now}
     with redis.pipeline() as pipe:  # MULTI: the record and its index entry together
         pipe.hset(record_key(key_digest), mapping=fields)
@@ -202,7 +206,8 @@ def caller_from_reply(reply: list[Any], key_digest: str, default_samples_per_day
                                 default_max_active_jobs)
     if not hmac.compare_digest(stored, key_digest):
         return None, False
-    return Caller(info.id, info.name, info.admin, info.samples_per_day, info.max_active_jobs), bool(int(over))
+    return (Caller(info.id, info.name, info.admin, info.samples_per_day, info.max_active_jobs, info.contributor),
+            bool(int(over)))
 
 
 def is_loopback(host: str) -> bool:
@@ -281,8 +286,10 @@ def _show_limit(value: int | None) -> str:
 
 
 def _create(args: Any) -> None:  # noqa: ANN401
-    key, info = create(_connect(args), args.name, args.samples_per_day, args.max_active_jobs, args.admin)
-    print(f"created {'admin ' if info.admin else ''}key {info.id} named {info.name!r} (samples per day: "
+    key, info = create(_connect(args), args.name, args.samples_per_day, args.max_active_jobs, args.admin,
+                       args.contributor)
+    role = "admin " if info.admin else "contributor " if info.contributor else ""
+    print(f"created {role}key {info.id} named {info.name!r} (samples per day: "
           f"{_show_limit(info.samples_per_day)}, active jobs: {_show_limit(info.max_active_jobs)}); "
           "the key is shown this once, on the next line: keep it secret")
     print(key)
@@ -293,10 +300,11 @@ def _list(args: Any) -> None:  # noqa: ANN401
     if not infos:
         print("no keys (`deepsynthbody keys create --name NAME` makes one)")
         return
-    print("id\tname\tadmin\tsamples_per_day\tmax_active_jobs\tcreated\tlast_used")
+    print("id\tname\tadmin\tsamples_per_day\tmax_active_jobs\tcreated\tlast_used\tcontributor")
     for i in infos:
         print(f"{i.id}\t{i.name}\t{'yes' if i.admin else 'no'}\t{_show_limit(i.samples_per_day)}\t"
-              f"{_show_limit(i.max_active_jobs)}\t{i.created}\t{i.last_used or 'never'}")
+              f"{_show_limit(i.max_active_jobs)}\t{i.created}\t{i.last_used or 'never'}\t"
+              f"{'yes' if i.contributor or i.admin else 'no'}")
 
 
 def _revoke(args: Any) -> None:  # noqa: ANN401
@@ -315,6 +323,8 @@ def add_commands(commands: Any, command: Any, count: Any, data_dir: Any) -> None
     made.add_argument("--max-active-jobs", type=count(1),
                       help="queued + running requests at once (default: DSB_DEFAULT_MAX_ACTIVE_JOBS)")
     made.add_argument("--admin", action="store_true", help="may manage keys over HTTP and see every job")
+    made.add_argument("--contributor", action="store_true",
+                      help="may upload models over HTTP (POST /models), served once an admin approves them")
     listed = command(sub, "list", "list keys: id, name, limits, created, last used (never the keys)")
     gone = command(sub, "revoke", "revoke a key: refused from its next request on")
     gone.add_argument("id", help="the key's id, as `keys list` shows it")

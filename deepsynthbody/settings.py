@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     rate_limit_per_second: PositiveInt | None = Field(
         None, description="Requests per second one key may make (429 beyond); unset: unlimited.")
     max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest request body accepted (413 beyond).")
+    max_upload_bytes: PositiveInt = Field(
+        256 << 20, description="Largest model archive POST /models accepts (413 beyond); the only route exempt from "
+        "DSB_MAX_BODY_BYTES.")
+    max_upload_unpacked_bytes: PositiveInt = Field(
+        1 << 30, description="Most bytes a model archive may unpack to, counted while it is unpacked (a "
+        "decompression bomb is refused with 422, whatever its headers say).")
     body_timeout: float = Field(
         30.0, gt=0, description="Seconds a request body may go without sending anything (408 beyond).")
     results_max_bytes: PositiveInt | None = Field(

@@ -143,3 +143,41 @@ def test_preview_example_draws_the_readme_grid(readme_env: dict[str, str], tmp_p
     from PIL import Image
 
     assert Image.open(io.BytesIO((tmp_path / "docs" / "gi-tract-grid.png").read_bytes())).size[0] > 500
+
+
+def test_contribution_examples_run_as_written(client: httpx.Client, api_url: str, tmp_path: Path) -> None:
+    """The "Contributing a model over HTTP" block, in order, against a real API with keys off (the local user is an
+    admin): the upload is pending, then approved and served; each decision is made on a pending upload (the
+    block's own upload line is run again when the one before was decided already)."""
+    from tests.helpers.tiny_model import make_model
+
+    section = re.split(r"\n##+ ", README.split("### Contributing a model over HTTP", 1)[1], maxsplit=1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)\n```", section, re.S)
+    model = make_model(tmp_path / "model", id="readme-contribution", subcategory="readme-patch")
+    commands = [c.replace("path/to/model", str(model)) for c in _shell_commands(block)]
+    upload = next(c for c in commands if c.startswith("curl -X POST") and "/models" in c)
+    contribution, decided, seen = None, False, set()
+    for command in commands:
+        if ("/approve" in command or "/reject" in command) and decided:
+            contribution = json.loads(_run_shell(upload, api_url, tmp_path).stdout)["id"]
+        done = _run_shell(command.replace("<contribution>", str(contribution)), api_url, tmp_path)
+        assert done.returncode == 0, (command, done.stderr)
+        if not command.startswith("curl "):
+            continue
+        answer = json.loads(done.stdout)
+        if command == upload:
+            assert answer["state"] == "pending", answer
+            contribution = answer["id"]
+        elif command.endswith("/contributions/<contribution>"):
+            assert answer["state"] == "pending", answer
+        elif command.endswith("/contributions"):
+            assert contribution in [c["id"] for c in answer["contributions"]]
+        elif "/approve" in command:
+            assert answer["state"] == "approved", answer
+            assert client.post("/generate/integumentary/readme-patch", json={"num_samples": 1}).status_code == 202
+        elif "/reject" in command:
+            assert answer["state"] == "rejected" and answer["reason"], answer
+        decided = decided or answer.get("state") in ("approved", "rejected")
+        seen.add(command.split("localhost:8000", 1)[-1].split()[0])
+    assert {"/models", "/contributions/<contribution>", "/admin/contributions",
+            "/admin/contributions/<contribution>/approve", "/admin/contributions/<contribution>/reject"} <= seen

@@ -20,6 +20,7 @@ _EXAMPLES = {
     "limited": {"summary": "A lab's key with limits",
                 "value": {"name": "cardiology lab", "samples_per_day": 100000, "max_active_jobs": 4}},
     "admin": {"summary": "An operator's key", "value": {"name": "ops", "admin": True}},
+    "contributor": {"summary": "A researcher's key that may upload models", "value": {"name": "lab", "contributor": True}},
 }
 
 
@@ -33,7 +34,7 @@ def _admin(caller: Caller) -> None:
              responses=responses(403, 422, 503, descriptions=_ADMIN_ONLY))
 def create_key(body: Annotated[KeyCreate, Body(openapi_examples=_EXAMPLES)], caller: CallerDep, redis: RedisDep) -> KeyCreated:
     _admin(caller)
-    key, info = keys.create(redis, body.name, body.samples_per_day, body.max_active_jobs, body.admin)
+    key, info = keys.create(redis, body.name, body.samples_per_day, body.max_active_jobs, body.admin, body.contributor)
     return KeyCreated(key=key, **info.as_dict())
 
 
