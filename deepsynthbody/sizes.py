@@ -21,6 +21,15 @@ MANIFEST = 64 * 1024  # manifest.json without its per-file list (request, model 
 MANIFEST_PER_FILE = 256  # a data file's line in the manifest: name, sha256, size
 TEXT_VALUE = 7  # "-32768" and a separator
 JSON_RECORD = 1024  # an NDJSON line's keys, index, seed, rate, unit, channel names
+# EDF+ (workers/encoders/edf.py): 256 header bytes per signal and one more 256 for the file; each annotation signal
+# takes 114 bytes of every 1-s data record (edflib), 1 signal in a plain file, up to 64 in an annotated one.
+EDF_HEADER, EDF_ANNOTATION_BYTES, EDF_MAX_ANNOTATION_SIGNALS = 256, 114, 64
+# DICOM (workers/encoders/dicom.py): its waveform plus the modules (under 1.6 KB), each channel's definition
+# (under 160 bytes) and each measurement's annotation (under 180 bytes), with room for longer ids
+DICOM_FIXED, DICOM_PER_CHANNEL, DICOM_PER_MEASUREMENT, DICOM_MEASUREMENTS = 4096, 256, 256, 16
+# A printout page's size follows its traces' shapes, not only its pixel count: workers/encoders/printout.py refuses a
+# page above this (real ECGs make 70-120 KB pages; noise of any amplitude up to about 185 KB)
+PRINTOUT_MAX_BYTES = 512 * 1024
 
 
 def _png(height: int, width: int, channels: int) -> int:
@@ -32,8 +41,18 @@ def _deflated(size: int) -> int:
     return size + size // 1000 + 64  # stored blocks when deflate cannot shrink the data
 
 
-def archive_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], deflated: bool = False) -> int:
-    """At most this many bytes: the archive of `count` samples in `fmt`, manifest.json included."""
+def edf_file_bound(length: int, rate: float, channels: int, annotated: bool) -> int:
+    """One EDF+ file's size: exact for a plain one, at most this for an annotated one."""
+    records = math.ceil(length / rate)
+    signals = EDF_MAX_ANNOTATION_SIGNALS if annotated else 1
+    per_record = math.ceil(rate) * channels * 2 + signals * EDF_ANNOTATION_BYTES
+    return EDF_HEADER * (1 + channels + signals) + records * per_record
+
+
+def archive_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], deflated: bool = False,
+                  annotated: bool = False) -> int:
+    """At most this many bytes: the archive of `count` samples in `fmt`, manifest.json included. `annotated`: the
+    samples carry their measurements (EDF+ annotations, DICOM waveform annotations)."""
     output = manifest.output
     members: list[tuple[int, int]] = []  # (bytes of one member, how many), names apart
     name = len(getattr(output, "file_prefix", "sample")) + 16  # <prefix>_NNNNN[_mask].ext, up to 10 digits
@@ -47,6 +66,11 @@ def archive_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, An
             "csv": [(text, count)],
             "asc": [(text, count)],
             "json": [(count * (JSON_RECORD + values * TEXT_VALUE + channels * 40), 1)],
+            "edf": [(edf_file_bound(output.length, output.sampling_rate, channels, annotated), count)],
+            "dicom": [(values * 2 + DICOM_FIXED + DICOM_PER_CHANNEL * channels
+                       + (DICOM_PER_MEASUREMENT * DICOM_MEASUREMENTS if annotated else 0), count)],
+            "pdf": [(PRINTOUT_MAX_BYTES, count)],
+            "png": [(PRINTOUT_MAX_BYTES, count)],
         }
     elif isinstance(output, ImageOutput):
         pixels = output.height * output.width
@@ -77,9 +101,10 @@ def samples_bound(manifest: Manifest, count: int, params: dict[str, Any]) -> int
     return NPY_HEADER + count * output.height * output.width * len(output.channels)
 
 
-def job_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], deflated: bool = False) -> int:
+def job_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], deflated: bool = False,
+              annotated: bool = False) -> int:
     """What a finished job keeps on disk at most: its archive, its samples array (one file for a stored npy
     archive, which is built on the samples array itself) and its manifest.json beside them."""
-    archive = archive_bound(manifest, fmt, count, params, deflated)
+    archive = archive_bound(manifest, fmt, count, params, deflated, annotated)
     shared = fmt == "npy" and not deflated
     return archive + (0 if shared else samples_bound(manifest, count, params)) + MANIFEST + count * MANIFEST_PER_FILE

@@ -13,7 +13,7 @@ MANIFEST_FILE = "manifest.json"
 
 # What each kind of output can be encoded to; workers/encoders implements exactly these.
 FORMATS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "signal": ("wfdb", "csv", "asc", "npy", "json"),
+    "signal": ("wfdb", "csv", "asc", "npy", "json", "edf", "dicom", "pdf", "png"),
     "image": ("png", "npy", "json"),
 }
 

@@ -76,7 +76,7 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
 
 def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:
     return sizes.job_bound(manifest, spec["format"], spec["num_samples"], spec["params"],
-                           deflated=settings.archive_compression == "deflated")
+                           deflated=settings.archive_compression == "deflated", annotated=bool(spec.get("annotate")))
 
 
 def _count(redis: Redis, settings: Settings, caller: Caller, spec: JobSpec, manifest: Manifest) -> None:

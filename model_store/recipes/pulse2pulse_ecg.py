@@ -88,7 +88,7 @@ MANIFEST_TEMPLATE: dict[str, Any] = {
             "enum": [8, 12],
         }
     },
-    "formats": ["wfdb", "csv", "asc", "npy", "json"],
+    "formats": ["wfdb", "csv", "asc", "npy", "json", "edf", "dicom", "pdf", "png"],
     "license": "MIT (deepfake-ecg 1.1.2 code and checkpoint)",
     "citations": [
         {

@@ -40,15 +40,19 @@ def test_wfdb_records_equal_wfdb_wrsamp(tmp_path: Path) -> None:
     ours, reference = tmp_path / "ours", tmp_path / "reference"
     reference.mkdir()
     with MemberZip(tmp_path / "members.zip", "stored") as members:
-        writer = ENCODERS["wfdb"](EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 6, members, tmp_path))
+        ctx = EncodeContext(ECG_OUTPUT, TWELVE_LEADS, 1, 6, members, tmp_path, model_id="pulse2pulse-ecg",
+                            model_version=2)
+        writer = ENCODERS["wfdb"](ctx)
         writer.write(ecgs[:1], 0)
         writer.write(ecgs[1:], 1)
     zipfile.ZipFile(tmp_path / "members.zip").extractall(ours)
     for index, sample in enumerate(ecgs):
         wfdb.wrsamp(f"ecg_{index:05d}", fs=500.0, units=["mV"] * 12, sig_name=TWELVE_LEADS,
                     d_signal=sample.astype(np.int64), fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
-                    write_dir=str(reference))
+                    comments=[ctx.synthetic], write_dir=str(reference))
     names = sorted(p.name for p in reference.iterdir())
     assert sorted(p.name for p in ours.iterdir()) == names and len(names) == 12
     _, mismatch, errors = filecmp.cmpfiles(ours, reference, names, shallow=False)
     assert mismatch == [] and errors == []
+    assert wfdb.rdheader(str(ours / "ecg_00003")).comments == [
+        "SYNTHETIC data made by DeepSynthBody model pulse2pulse-ecg version 2; no real person"]

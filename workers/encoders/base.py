@@ -35,7 +35,8 @@ class EncodeContext:
     @property
     def synthetic(self) -> str:
         """What every file says where its format has room: it holds no real person's data, and what made it."""
-        return f"SYNTHETIC data made by DeepSynthBody model {self.model_id} version {self.model_version}; no real person"
+        made_by = f"DeepSynthBody model {self.model_id} version {self.model_version}"
+        return f"SYNTHETIC data made by {made_by}; no real person"
 
     def stem(self, index: int, prefix: str | None = None) -> str:
         width = max(5, len(str(self.num_samples - 1)))

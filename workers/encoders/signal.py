@@ -35,7 +35,7 @@ class WfdbWriter:
         record = wfdb.Record(
             record_name=name, d_signal=sample, fs=self.ctx.output.sampling_rate, fmt=["16"] * count,
             units=[self.units] * count, sig_name=self.ctx.channel_names, adc_gain=[self.gain] * count,
-            baseline=[0] * count,
+            baseline=[0] * count, comments=[self.ctx.synthetic],
         )
         record.set_d_features()  # init values and checksums of this record
         record.set_defaults()
