@@ -22,6 +22,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ STATES = ("pending", "approved", "rejected")
 MAX_PENDING_PER_KEY = 5
 VALIDATE_TIMEOUT = 300.0  # seconds the child validating one upload may take (an ONNX load and two inferences)
 _ID = re.compile(r"[0-9a-f]{32}")
+VALIDATIONS_AT_ONCE = 2
+_VALIDATIONS = threading.BoundedSemaphore(VALIDATIONS_AT_ONCE)
 _VALIDATE = ("import json, sys\nfrom model_store.validate import validate\n"
              "print(json.dumps(validate(sys.argv[1])))")
 
@@ -75,12 +78,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _child_environment() -> dict[str, str]:
+    """The child sees no settings (the Redis URL and its password stay in the API) and infers on one thread."""
+    kept = {k: v for k, v in os.environ.items()
+            if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV") or k.startswith("PYTHON")}
+    return kept | {"OMP_NUM_THREADS": "1"}
+
+
 def validate_isolated(folder: Path, timeout: float = VALIDATE_TIMEOUT) -> list[str]:
-    """`validate(folder)` in a child Python: every problem, one line each."""
+    """`validate(folder)` in a child Python: every problem, one line each. At most VALIDATIONS_AT_ONCE children
+    run together in this process; the others wait their turn."""
     root = Path(__file__).resolve().parents[1]
     try:
-        done = subprocess.run([sys.executable, "-c", _VALIDATE, str(folder)], cwd=root, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        with _VALIDATIONS:
+            done = subprocess.run([sys.executable, "-c", _VALIDATE, str(folder)], cwd=root, capture_output=True,
+                                  text=True, timeout=timeout, check=False, env=_child_environment())
     except subprocess.TimeoutExpired:
         return [f"validation took longer than {timeout:g} s (loading the graph and two small inferences): "
                 "the model is too slow or hangs"]

@@ -277,7 +277,9 @@ def test_an_invalid_upload_reports_what_models_validate_reports(tmp_path: Path, 
     assert list(contributions.root.iterdir()) == []  # nothing kept
 
 
-def test_the_validator_runs_apart_and_a_crash_is_a_problem(tmp_path: Path) -> None:
+def test_the_validator_runs_apart_and_a_crash_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSB_REDIS_URL", "redis://:secret@127.0.0.1:1/0")
+    assert not any("secret" in value for value in contributions_module._child_environment().values())
     folder = make_model(tmp_path / "m")
     assert validate_isolated(folder) == []
     assert validate_isolated(folder, timeout=0.001)[0].startswith("validation took longer than")
