@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 MAX_MEMBERS = 256  # a model folder is a manifest, an artifact or two and a card
+MACOS_FORKS = "__MACOSX"
 CHUNK = 1 << 20
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GZIP_MAGIC = b"\x1f\x8b"
@@ -81,8 +82,8 @@ class _Writer:
             self.problems.append(f"{name[:200]!r}: {why}")
             return None
         relative = PurePosixPath(*[p for p in PurePosixPath(name).parts if p not in ("", ".")])
-        if not relative.parts:
-            return None  # the archive's root itself ("./")
+        if not relative.parts or relative.parts[0] == MACOS_FORKS:
+            return None  # the archive's root itself ("./"); the resource forks macOS's Finder adds to a zip
         if relative in self.seen:
             self.problems.append(f"{relative}: appears twice in the archive")
             return None
@@ -186,7 +187,7 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
 def unpack(archive: Path, target: Path, max_bytes: int, max_members: int = MAX_MEMBERS) -> Unpacked:
     """Unpack `archive` into `target` (created here; it must not exist). Every unsafe member is reported and none
     written; a limit exceeded or a corrupt archive stops the unpacking with one problem. The model folder is
-    `target`, or its only entry when that is a folder (`zip -r model.zip model/`)."""
+    `target`, or its only entry when that is a folder (`zip -r model.zip model/`; Finder's `__MACOSX/` is skipped)."""
     archive, target = Path(archive), Path(target)
     target.mkdir(mode=0o755, parents=True)
     writer = _Writer(target, max_bytes, max_members)
@@ -206,6 +207,6 @@ def unpack(archive: Path, target: Path, max_bytes: int, max_members: int = MAX_M
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, RuntimeError, ValueError) as exc:
         # corrupt or truncated data, a bad CRC, an encrypted zip, a gzip stream that is not a tar
         writer.problems.append(f"the {kind} archive cannot be read: {' '.join(str(exc).split())[:300]}")
-    entries = list(target.iterdir())
+    entries = [e for e in target.iterdir() if e.name != ".DS_Store"]
     folder = entries[0] if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink() else target
     return Unpacked(folder, writer.problems)

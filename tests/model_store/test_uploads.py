@@ -174,9 +174,11 @@ def test_what_is_not_an_archive_is_one_clear_problem(tmp_path: Path, body: bytes
 def test_one_top_level_folder_is_the_model_folder(tmp_path: Path) -> None:
     model = make_model(tmp_path / "tiny")
     (tmp_path / "out").mkdir()
-    archive = zip_of(tmp_path / "m.zip", [(f"tiny/{p.name}", p.read_bytes()) for p in model.iterdir()])
+    finder = [("__MACOSX/tiny/._manifest.json", b"\0\5\26\7"), (".DS_Store", b"\0\0\0\1Bud1")]  # macOS adds these
+    archive = zip_of(tmp_path / "m.zip", [(f"tiny/{p.name}", p.read_bytes()) for p in model.iterdir()] + finder)
     folder, problems = _unpacked(tmp_path, archive)
     assert problems == [] and folder.name == "tiny" and validate(folder) == []
+    assert not (tmp_path / "out" / "target" / "__MACOSX").exists()
 
 
 # ---- the graph is checked with onnx before onnxruntime sees it ----
