@@ -65,7 +65,7 @@ export function drawECG(canvas, record, recordKey = "leads") {
   g.strokeStyle = "#111";
   g.lineWidth = Math.max(1, ratio * 1.1);
   g.lineJoin = "round";
-  g.font = `${Math.round(3.2 * px)}px system-ui, sans-serif`;
+  g.font = `${Math.round(Math.max(3.2 * px, 12 * ratio))}px system-ui, sans-serif`;
   g.fillStyle = "#111";
   const rowTop = (row) => row * ROW_MM * px;
   for (const { name, column, row } of cells) {

@@ -83,7 +83,7 @@ function previewView(job, card, signal) {
   if (kind === "signal") {
     const records = [];
     const picker = el("div", { class: "tabs", role: "group", "aria-label": "Sample to show" });
-    const frame = el("div", { class: "ecg-frame", tabindex: 0, role: "region", "aria-label": "ECG drawing (scrolls sideways on narrow screens)" });
+    const frame = el("div", { class: "ecg-frame", hidden: true, tabindex: 0, role: "region", "aria-label": "ECG drawing (scrolls sideways on narrow screens)" });
     const canvas = el("canvas", { role: "img", id: "ecg", "aria-label": "ECG" });
     frame.append(canvas);
     section.append(picker, frame);
@@ -98,7 +98,10 @@ function previewView(job, card, signal) {
       records.push(record);
       const i = records.length - 1;
       picker.append(el("button", { type: "button", "data-index": i, onclick: () => show(i) }, `Sample ${record.index}`));
-      if (i === 0) show(0);
+      if (i === 0) {
+        frame.hidden = false;
+        show(0);
+      }
       status.textContent = `${records.length} of ${count} drawn: 25 mm/s, 10 mm/mV.`;
     }, signal).catch((error) => { if (!signal.aborted) status.textContent = `No preview: ${error.message}`; });
   } else if (kind === "image") {

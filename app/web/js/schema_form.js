@@ -52,7 +52,9 @@ function unwrap(property) {
 function limitsText(schema, nullable) {
   const parts = [];
   if (schema.enum) parts.push(`one of ${schema.enum.join(", ")}`);
-  else if ("minimum" in schema && "maximum" in schema && schema.maximum < 1e15) parts.push(`${schema.minimum} to ${schema.maximum}`);
+  else if ("minimum" in schema && "maximum" in schema && schema.maximum < 1e15) {
+    if (!(schema.description || "").includes(`${schema.minimum} to ${schema.maximum}`)) parts.push(`${schema.minimum} to ${schema.maximum}`);
+  }
   else if ("minimum" in schema) parts.push(`at least ${schema.minimum}`);
   else if ("maximum" in schema) parts.push(`at most ${schema.maximum}`);
   if (schema.default !== undefined && schema.default !== null) parts.push(`default ${schema.default}`);
