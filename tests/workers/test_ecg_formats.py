@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from deepsynthbody import sizes
-from model_store.manifest import SignalOutput
+from model_store.manifest import Manifest, SignalOutput
 from model_store.recipes.pulse2pulse_ecg import LEADS, MANIFEST_TEMPLATE, TWELVE_LEADS
 from workers import postprocess
 from workers.archive import MemberZip
@@ -22,6 +22,7 @@ from workers.encoders import ENCODERS, EncodeContext
 from workers.encoders.printout import DPI, GRID, GRID_ORIGIN, PAGE, ROWS_Y, SPEED, TRACE_X0, twelve_leads
 
 ECG_OUTPUT = SignalOutput.model_validate(MANIFEST_TEMPLATE["output"])
+MANIFEST = Manifest.model_validate({**MANIFEST_TEMPLATE, "sha256": "0" * 64})
 SYNTHETIC = "SYNTHETIC data made by DeepSynthBody model pulse2pulse-ecg version 2; no real person"
 MEASURED = {
     "heart_rate": 72.4, "rr_mean": 828.0, "rr_sd": 12.5, "pr_interval": 158.0, "qrs_duration": 94.0,
@@ -97,6 +98,7 @@ def test_edf_carries_an_annotated_ecgs_measurements_as_tals(tmp_path: Path) -> N
     whole = {text for onset, duration, text in zip(onsets, durations, texts) if duration == 10.0 and onset == 0}
     assert {"HR 72.4 bpm", "PR 158 ms", "QRS 94 ms", "QT 392 ms", "QTc Bazett 431 ms", "P axis 52 deg"} <= whole
     assert not any(text.startswith("T axis") for text in whole)
+    assert len(files["ecg_00001.edf"]) <= sizes.edf_file_bound(5000, 500.0, 8, annotated=True)
 
 
 @pytest.mark.parametrize("names", [LEADS, TWELVE_LEADS], ids=["8-leads", "12-leads"])
@@ -123,6 +125,9 @@ def test_dicom_reads_back_equal_with_pydicom(names: list[str], tmp_path: Path) -
     assert values["Heart rate"] == (72.4, "/min") and values["QRS duration global"] == (94.0, "ms")
     assert values["QTc global using Bazett formula"] == (431.0, "ms") and values["P Axis"] == (52.0, "deg")
     assert "T axis" not in values
+    for index, name in enumerate(sorted(files)):  # under the disk budget's bound for one file
+        bound = sizes.archive_bound(MANIFEST, "dicom", 1, {"leads": len(names)}, annotated=index == 2)
+        assert len(files[name]) <= bound - sizes.MANIFEST - sizes.ZIP_END - 2 * sizes.ZIP_MEMBER - 1024
     assert "WaveformAnnotationSequence" not in pydicom.dcmread(io.BytesIO(files["ecg_00000.dcm"]))
 
 
