@@ -50,6 +50,9 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
         fields["precision"] = (Literal[tuple(manifest.precisions)], Field(
             "fp32", description="Arithmetic of the generator: fp32 (default) or a variant the model ships: "
             + "; ".join(f"{name}: {v.description}" for name, v in manifest.variants.items())))
+    if manifest.measurements:
+        fields["annotate"] = (bool, Field(False, description="Measure every sample (workers' lanes): labels.csv, "
+                                          "annotation files and `measurements` in NDJSON lines; see the model card."))
     fields |= {name: _parameter_field(p) for name, p in manifest.parameters.items()}
     title = "".join(part.capitalize() for part in manifest.id.split("-")) + "Request"
     # NaN and Infinity are not JSON (the parser takes them): refused like any other invalid number

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -44,9 +45,12 @@ async def _off_loop(func: Callable[..., _T], *args: object) -> _T:
 
 
 def _lines(samples: SamplesFile, output: SignalOutput | ImageOutput, names: list[str], seed: int, start: int,
-           count: int) -> bytes:
+           count: int, measured: Path | None = None) -> bytes:
+    """`measured`: an annotated job's measurements folder (written by the workers before a sample counts as done)."""
     rows = samples.read(start, count)
-    return b"".join(line(output, names, seed, start + offset, row) for offset, row in enumerate(rows))
+    return b"".join(line(output, names, seed, start + offset, row,
+                         orjson.loads((measured / f"{start + offset}.json").read_bytes()) if measured else None)
+                    for offset, row in enumerate(rows))
 
 
 async def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) -> AsyncIterator[bytes]:
@@ -66,7 +70,8 @@ async def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) 
         if ready > sent and await _off_loop(paths.samples.exists):
             samples = samples or await _off_loop(SamplesFile, paths.samples)
             for start in range(sent, ready, READ_ROWS):
-                yield await _off_loop(_lines, samples, output, names, spec["seed"], start, min(READ_ROWS, ready - start))
+                yield await _off_loop(_lines, samples, output, names, spec["seed"], start, min(READ_ROWS, ready - start),
+                                      paths.measurements if spec.get("annotate") else None)
             sent = ready
             delay = POLL_SECONDS
         else:

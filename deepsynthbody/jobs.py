@@ -8,7 +8,7 @@ plus the archive job the client sees, which RQ starts once every chunk has finis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 GENERATE_TASK = "workers.tasks.generate"  # enqueued by name: the API never imports worker code
 CHUNK_TASK = "workers.tasks.generate_chunk"
@@ -26,6 +26,7 @@ class JobSpec(TypedDict):
     format: str
     params: dict[str, Any]
     precision: str  # "fp32" (the manifest's artifact) or one of its variants
+    annotate: NotRequired[bool]  # measure every sample (the manifest's `measurements`)
     request: dict[str, Any]
     chunks: list[tuple[int, int]]  # (first sample, count) of each chunk
 
@@ -53,6 +54,11 @@ class JobPaths:
         """All samples as one .npy array (N, ...) in the output's dtype; the stream reads it as it fills. For a
         stored npy job the array sits behind a zip header and the finished file is also the archive."""
         return self.root / "samples.npy"
+
+    @property
+    def measurements(self) -> Path:
+        """An annotated job's measurements, one JSON file per sample (`<index>.json`), for /stream."""
+        return self.root / "measurements"
 
     @property
     def parts(self) -> Path:

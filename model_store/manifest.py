@@ -18,7 +18,11 @@ FORMATS_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 
 # Request fields every generation request has; a model's own parameters may not reuse them.
-RESERVED_FIELDS = frozenset({"num_samples", "seed", "format", "version", "model", "precision"})
+RESERVED_FIELDS = frozenset({"num_samples", "seed", "format", "version", "model", "precision", "annotate", "where"})
+
+# Measurements workers can make of a model's samples (workers/annotations.py): a model declaring one accepts
+# `"annotate": true` and `"where"` filters over them.
+MEASUREMENT_KINDS = ("ecg",)
 
 # The arithmetic of `artifact` is fp32; a model may also ship variants in these precisions.
 VARIANT_PRECISIONS = ("fp16", "bf16")
@@ -195,6 +199,8 @@ class Manifest(_Strict):
     license: str = Field(min_length=1)
     citations: list[Citation] = Field(min_length=1)
     provenance: dict[str, Any] = {}
+    measurements: Literal[MEASUREMENT_KINDS] | None = Field(  # type: ignore[valid-type]
+        None, description="What the workers measure of each sample when a request asks (`annotate`, `where`).")
     variants: dict[Literal[VARIANT_PRECISIONS], Variant] = Field(  # type: ignore[valid-type]
         {}, description="Requests choose one with `precision`; the default, fp32, is `artifact`."
     )

@@ -19,6 +19,7 @@ from workers import noise
 from workers.runtime import ModelRuntime
 
 Consumer = Callable[[np.ndarray, int], None]
+Measurer = Callable[[np.ndarray, int], None]  # measures samples start.. (an annotated job), before they are consumed
 
 
 def batches(total: int, size: int, first: int = 0) -> list[tuple[int, int]]:
@@ -27,20 +28,25 @@ def batches(total: int, size: int, first: int = 0) -> list[tuple[int, int]]:
 
 
 def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[tuple[int, int]],
-            consume: Consumer, before_batch: Callable[[int], None], batch_size: int) -> None:
+            consume: Consumer, before_batch: Callable[[int], None], batch_size: int,
+            measure: Measurer | None = None) -> None:
     """Run every batch of `plan` through the model and hand the samples to `consume(samples, start)` in order.
+    `measure(samples, start)`, when given, runs on each batch first: in the lanes that make it, on the CPU.
 
     On the GPU path every batch runs at `batch_size` (short ones padded), so a sample's arithmetic does not
     depend on the size of the request it is part of."""
     gpu = model.gpu_pipeline(params, batch_size)
     if gpu is not None:
-        _produce_on_gpu(gpu, seed, plan, consume, before_batch)
+        _produce_on_gpu(gpu, seed, plan, consume if measure is None else _measured(measure, consume), before_batch)
         return
     inputs = model.entry.manifest.noise_inputs
     lanes = model.lanes
 
     def make(start: int, count: int) -> np.ndarray:
-        return model.postprocess(model.run(noise.draw(inputs, seed, start, count), params), params)
+        samples = model.postprocess(model.run(noise.draw(inputs, seed, start, count), params), params)
+        if measure is not None:
+            measure(samples, start)
+        return samples
 
     with ThreadPoolExecutor(lanes, "infer") as making, ThreadPoolExecutor(1, "encode") as encoding:
         pending: deque[tuple[Future[np.ndarray], int]] = deque()
@@ -63,6 +69,14 @@ def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[t
             hand_on()
         if writing is not None:
             writing.result()
+
+
+def _measured(measure: Measurer, consume: Consumer) -> Consumer:
+    def measure_then_consume(samples: np.ndarray, start: int) -> None:
+        measure(samples, start)
+        consume(samples, start)
+
+    return measure_then_consume
 
 
 def _produce_on_gpu(gpu: Any, seed: int, plan: list[tuple[int, int]], consume: Consumer,

@@ -22,7 +22,7 @@ from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.samples_file import SamplesFile
 from deepsynthbody.settings import Settings, get_settings
 from model_store.store import ModelEntry
-from workers import archive, lifecycle, pipeline, postprocess, runtime
+from workers import annotations, archive, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
 from workers.encoders.base import MemberSink
 
@@ -116,7 +116,11 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
             progress={"done": kept, "total": total})
     with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
-        writer = ENCODERS[spec["format"]](_context(entry, spec, paths, members, index))
+        ctx = _context(entry, spec, paths, members, index)
+        writer, measure = ENCODERS[spec["format"]](ctx), None
+        if spec.get("annotate") and entry.manifest.measurements:
+            measure = annotations.measurer(entry.manifest.measurements, ctx)
+            writer = annotations.AnnotatedWriter(writer, ctx, spec["format"], paths.measurements)
 
         def consume(batch: np.ndarray, start: int) -> None:
             samples.write(start, batch)
@@ -124,7 +128,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
             _report(job, progress={"done": max(kept, start + len(batch) - first), "total": total})
 
         pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume,
-                         before_batch, batch_size)
+                         before_batch, batch_size, measure)
     return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
             "created_at": _created(job), "started_at": started_at}
 
@@ -142,7 +146,11 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
         else:
             bundles = [([paths.samples], name)]
     else:
-        bundles = [(pieces, f"{_bundle_name(entry)}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()]
+        bundles = [(pieces, f"{_bundle_name(entry)}{suffix}") for suffix, pieces in _bundle_pieces(paths).items()
+                   if suffix != annotations.LABELS_SUFFIX]
+    labels = sorted(paths.parts.glob(f"*{annotations.LABELS_SUFFIX}"))
+    if labels:
+        bundles.append((labels, annotations.LABELS_MEMBER))
     finished_at = _now(job)
     manifest = archive.write(paths, member_zips, bundles,
                              _manifest(spec, job, entry, entry.manifest.output.channel_names(spec["params"]), chunks,
@@ -260,4 +268,6 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "license": card.license,
         "citations": [c.model_dump(exclude_none=True) for c in card.citations],
         "noise": "numpy Philox4x64 keyed by seed + (sample index << 64); inputs drawn in manifest order",
+        **({"measurements": annotations.manifest_section(card.measurements, channel_names)}
+           if spec.get("annotate") and card.measurements else {}),
     }

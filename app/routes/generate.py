@@ -158,6 +158,7 @@ def make_router() -> APIRouter:
             format=validated.format,
             params=params,
             precision=getattr(validated, "precision", "fp32"),
+            annotate=getattr(validated, "annotate", False),
             request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )

@@ -89,6 +89,7 @@ MANIFEST_TEMPLATE: dict[str, Any] = {
         }
     },
     "formats": ["wfdb", "csv", "asc", "npy", "json", "edf", "dicom", "pdf", "png"],
+    "measurements": "ecg",
     "license": "MIT (deepfake-ecg 1.1.2 code and checkpoint)",
     "citations": [
         {

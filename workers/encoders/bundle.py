@@ -16,7 +16,8 @@ class NdjsonWriter:
 
     def write(self, samples: np.ndarray, start: int) -> None:
         with self.path.open("ab") as out:
-            out.writelines(line(self.ctx.output, self.ctx.channel_names, self.ctx.seed, start + offset, sample)
+            out.writelines(line(self.ctx.output, self.ctx.channel_names, self.ctx.seed, start + offset, sample,
+                                self.ctx.measurements.get(start + offset))
                            for offset, sample in enumerate(samples))
 
 

@@ -25,7 +25,8 @@ def image_pair(sample: np.ndarray, spec: ImageOutput) -> tuple[bytes, bytes | No
     return png_bytes(np.ascontiguousarray(colour)), (png_bytes(np.ascontiguousarray(mask)) if mask is not None else None)
 
 
-def line(spec: SignalOutput | ImageOutput, channel_names: list[str], seed: int, index: int, sample: np.ndarray) -> bytes:
+def line(spec: SignalOutput | ImageOutput, channel_names: list[str], seed: int, index: int, sample: np.ndarray,
+         measurements: dict | None = None) -> bytes:
     if isinstance(spec, SignalOutput):
         columns = np.ascontiguousarray(sample.T)
         record = {
@@ -46,4 +47,6 @@ def line(spec: SignalOutput | ImageOutput, channel_names: list[str], seed: int, 
         }
         if mask is not None:
             record["mask_png"] = base64.b64encode(mask).decode()
+    if measurements is not None:  # an annotated job's (workers.ecg_measurements)
+        record["measurements"] = measurements
     return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
