@@ -1,4 +1,4 @@
-"""The `deepsynthbody` command: serve (all in one), api, worker, models."""
+"""The `deepsynthbody` command: serve (all in one), api, worker, models, keys; generate and jobs (a client)."""
 
 from __future__ import annotations
 
@@ -287,6 +287,9 @@ def parser() -> argparse.ArgumentParser:
     from deepsynthbody.keys import add_commands as add_keys_commands
 
     add_keys_commands(commands, _command, _count, _data_dir)
+    from deepsynthbody.client_commands import add_commands as add_client_commands
+
+    add_client_commands(commands, _command, _count)  # generate, jobs: the service over HTTP
     return top
 
 
@@ -329,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         log.debug("%s failed", args.command, exc_info=True)
         expected = isinstance(exc, CommandError | ServiceError)
         hint = "" if expected else " (--log-level DEBUG shows where)"
-        command = " ".join(filter(None, ["deepsynthbody", args.command, getattr(args, "models_command", None)]))
+        command = " ".join(filter(None, ["deepsynthbody", args.command, getattr(args, "models_command", None),
+                                            getattr(args, "jobs_command", None)]))
         print(f"{command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
         raise SystemExit(1) from None
