@@ -20,7 +20,7 @@ from tests.conftest import ECG, free_port, run_api, submit, wait_finished, wait_
         ({"num_samples": True}, "num_samples", "valid integer"),
         ({"num_samples": 1, "seed": -1}, "seed", "greater than or equal to 0"),
         ({"num_samples": 1, "seed": 2**63}, "seed", "less than or equal to"),
-        ({"num_samples": 1, "format": "mp3"}, "format", "'wfdb', 'csv', 'asc', 'npy' or 'json'"),
+        ({"num_samples": 1, "format": "mp3"}, "format", "'wfdb', 'csv', 'asc', 'npy', 'json', 'edf', 'dicom', 'pdf' or 'png'"),
         ({"num_samples": 1, "leads": 10}, "leads", "8 or 12"),
         ({"num_samples": 1, "leads": "12"}, "leads", "8 or 12"),
         ({"num_samples": 1, "colour": "red"}, "colour", "Extra inputs are not permitted"),

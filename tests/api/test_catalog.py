@@ -25,7 +25,7 @@ def test_model_card_describes_the_ecg_model(client: httpx.Client) -> None:
     assert card["output"]["sampling_rate"] == 500.0 and card["output"]["length"] == 5000
     assert card["output"]["unit"] == "uV" and card["output"]["dtype"] == "int16"
     assert card["parameters"]["leads"]["enum"] == [8, 12]
-    assert card["formats"] == ["wfdb", "csv", "asc", "npy", "json"]
+    assert card["formats"] == ["wfdb", "csv", "asc", "npy", "json", "edf", "dicom", "pdf", "png"]
     assert len(card["sha256"]) == 64 and card["license"] and card["citations"]
     assert card["generate"] == "/generate/cardiovascular/ecg"
 
