@@ -29,6 +29,7 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert CHROMIUM, "Chromium is missing: install Debian's package (apt-get install -y chromium); .ci/run does"
+    expect.set_options(timeout=TIMEOUT_MS)  # a job's progress on a busy 2-core machine: seconds, not milliseconds
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
         yield browser
@@ -70,9 +71,10 @@ def page(browser: Browser, outside: list[str], console_errors: list[str]) -> Ite
     assert errors == [], errors
 
 
-def _make(page: Page, link: str, **fields: str) -> str:
-    """From the catalog to a finished job of COUNT samples; returns the job id."""
-    page.get_by_role("link", name=re.compile(link)).click()
+def _make(page: Page, link: str | None, **fields: str) -> str:
+    """From the catalog (or the model's page: no link) to a finished job of COUNT samples; returns the job id."""
+    if link:
+        page.get_by_role("link", name=re.compile(link)).click()
     page.get_by_label("Num Samples").fill(str(COUNT))
     for label, value in fields.items():
         page.get_by_label(label, exact=True).select_option(label=value)
@@ -128,7 +130,13 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
 def test_twenty_gi_tract_pairs_from_the_catalog_to_the_archive(page: Page, api_url: str, worker: subprocess.Popen[bytes],
                                                                outside: list[str], tmp_path: Path) -> None:
     page.goto(api_url + "/")
-    job_id = _make(page, "^gi-tract SinGAN-Seg")
+    page.get_by_role("link", name=re.compile("^gi-tract SinGAN-Seg")).click()
+    page.get_by_role("button", name="Draw one sample").click()  # the card's preview, drawn by the model now
+    preview = page.locator(".card-preview img")
+    expect(preview).to_have_count(2)
+    expect(page.get_by_role("status").filter(has_text="Sample 0 of job")).to_be_visible()
+    assert preview.first.evaluate("img => img.complete && img.naturalWidth") == 128
+    job_id = _make(page, None)
     figures = page.locator("#preview figure")
     expect(figures).to_have_count(4)
     for image in figures.first.locator("img").all():  # the image and its mask, side by side, decoded

@@ -3,6 +3,8 @@
 import { getJSON, request } from "./api.js";
 import { label } from "./catalog.js";
 import { clear, el, notice, title } from "./dom.js";
+import { drawECG } from "./ecg.js";
+import { firstSamples } from "./samples.js";
 import { bodyText, buildForm, openapi, requestSchema } from "./schema_form.js";
 
 const human = (key) => label(key.replace(/_/g, " "));
@@ -39,7 +41,48 @@ function measured(card) {
   return found;
 }
 
-function cardView(card) {
+/** A preview drawn by the model itself: one sample, made on request (a 1-sample job, listed under My jobs). */
+function previewView(card, signal) {
+  const box = el("div", { class: "card-preview" });
+  const status = el("p", { class: "hint", role: "status" });
+  const button = el("button", { type: "button" }, "Draw one sample");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    status.textContent = "Making one sample…";
+    try {
+      const body = { num_samples: 1, format: card.formats.includes("json") ? "json" : card.formats[0] };
+      const created = await (await request(card.generate, { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body) })).json();
+      await firstSamples(created.job_id, 1, (sample) => {
+        if (card.output.kind === "signal") {
+          const frame = el("div", { class: "ecg-frame", tabindex: 0, role: "region", "aria-label": "Preview drawing" });
+          const canvas = el("canvas", { role: "img", "aria-label": "preview" });
+          frame.append(canvas);
+          clear(box, frame);
+          drawECG(canvas, sample, card.output.record_key);
+        } else {
+          clear(box, el("div", { class: "pair-images" }, [
+            el("img", { src: `data:image/png;base64,${sample.image_png}`, alt: "A synthetic image", width: sample.width, height: sample.height }),
+            sample.mask_png ? el("img", { src: `data:image/png;base64,${sample.mask_png}`, alt: "Its mask", width: sample.width, height: sample.height }) : null,
+          ]));
+        }
+        status.textContent = `Sample 0 of job ${created.job_id.slice(0, 8)} (seed ${created.seed}), with the default parameters.`;
+      }, signal);
+    } catch (error) {
+      if (!signal.aborted) status.textContent = `No preview: ${error.message}`;
+    } finally {
+      button.disabled = false;
+      button.textContent = "Draw another";
+    }
+  });
+  return el("section", { "aria-labelledby": "preview-title" }, [
+    el("h3", { id: "preview-title" }, "Preview"),
+    el("p", { class: "hint" }, "The model draws one sample now (a 1-sample job)."),
+    button, status, box,
+  ]);
+}
+
+function cardView(card, signal) {
   const { training, ...made } = card.provenance || {};
   const distributions = measured(card);
   return el("section", { class: "card", "aria-labelledby": "card-title" }, [
@@ -52,6 +95,7 @@ function cardView(card) {
       el("dt", {}, "Licence"), el("dd", {}, card.license),
       el("dt", {}, "Artifact sha256"), el("dd", { class: "hash" }, card.sha256),
     ]),
+    previewView(card, signal),
     el("h3", {}, "Cite"),
     el("ul", { class: "citations" }, card.citations.map((c) => el("li", {}, [
       c.text, c.doi ? [" ", el("a", { href: `https://doi.org/${c.doi}`, rel: "noopener" }, `doi:${c.doi}`)] : null,
@@ -62,7 +106,7 @@ function cardView(card) {
   ]);
 }
 
-export async function showModel(main, [category, subcategory, modelId]) {
+export async function showModel(main, [category, subcategory, modelId], signal) {
   const path = `/models/${category}/${subcategory}`;
   const [cards, doc] = await Promise.all([getJSON(path), openapi(getJSON)]);
   const card = cards.find((c) => c.id === modelId) || cards[0];
@@ -118,5 +162,5 @@ export async function showModel(main, [category, subcategory, modelId]) {
   clear(main,
     el("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, [el("a", { href: "#/" }, "Models"), " › ", `${category} › ${subcategory}`]),
     el("h1", {}, card.name),
-    el("div", { class: "columns" }, [form, cardView(card)]));
+    el("div", { class: "columns" }, [form, cardView(card, signal)]));
 }
