@@ -2,16 +2,38 @@
 
 from workers.encoders.base import BatchWriter, EncodeContext, WriterFactory
 from workers.encoders.bundle import NdjsonWriter, NothingWriter
-from workers.encoders.dicom import DicomWriter
-from workers.encoders.edf import EdfWriter
 from workers.encoders.image import PngWriter
-from workers.encoders.printout import pdf_writer, png_printout
 from workers.encoders.signal import WfdbWriter, asc_writer, csv_writer
+
+# The hospital formats' libraries (pyedflib, pydicom, matplotlib) load when a job first asks for them: the API
+# imports this package for the stream's records and needs none of them.
+
+
+def _edf(ctx: EncodeContext) -> BatchWriter:
+    from workers.encoders.edf import EdfWriter
+
+    return EdfWriter(ctx)
+
+
+def _dicom(ctx: EncodeContext) -> BatchWriter:
+    from workers.encoders.dicom import DicomWriter
+
+    return DicomWriter(ctx)
+
+
+def _pdf(ctx: EncodeContext) -> BatchWriter:
+    from workers.encoders.printout import PrintoutWriter
+
+    return PrintoutWriter(ctx, "pdf")
 
 
 def _png(ctx: EncodeContext) -> BatchWriter:
     """An image's PNG is the image; a signal's is its printout."""
-    return PngWriter(ctx) if ctx.output.kind == "image" else png_printout(ctx)
+    if ctx.output.kind == "image":
+        return PngWriter(ctx)
+    from workers.encoders.printout import PrintoutWriter
+
+    return PrintoutWriter(ctx, "png")
 
 
 ENCODERS: dict[str, WriterFactory] = {
@@ -21,9 +43,9 @@ ENCODERS: dict[str, WriterFactory] = {
     "npy": NothingWriter,
     "json": NdjsonWriter,
     "png": _png,
-    "edf": EdfWriter,
-    "dicom": DicomWriter,
-    "pdf": pdf_writer,
+    "edf": _edf,
+    "dicom": _dicom,
+    "pdf": _pdf,
 }
 
 __all__ = ["ENCODERS", "BatchWriter", "EncodeContext", "WriterFactory"]

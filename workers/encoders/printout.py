@@ -236,10 +236,3 @@ class PrintoutWriter:
                                  f"{PRINTOUT_MAX_BYTES:,} a page may: no ECG's page comes near it")
             ctx.members.add(f"{name}.{self.fmt}", data)
 
-
-def pdf_writer(ctx: EncodeContext) -> PrintoutWriter:
-    return PrintoutWriter(ctx, "pdf")
-
-
-def png_printout(ctx: EncodeContext) -> PrintoutWriter:
-    return PrintoutWriter(ctx, "png")
