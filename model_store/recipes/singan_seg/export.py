@@ -3,11 +3,12 @@
 python -m model_store.recipes.singan_seg.export --checkpoint DIR/checkpoint.pt --out OUTDIR
 
 Graph interface (a contract with the serving side):
-  inputs  noise_0 .. noise_{K-1}: float32 (N, 4, h_k, w_k), standard normal,
+  inputs  noise_0 .. noise_{K-1}: float32 (N, C, h_k, w_k), standard normal,
           0 = coarsest; drawn by the caller (the graph has no random ops).
           start_scale: int64 (1,); scales k < start_scale use the baked
           reconstruction noise instead of noise_k.
-  output  image: float32 (N, 4, H, W) in [-1, 1]; channels R, G, B, mask.
+  output  image: float32 (N, C, H, W) in [-1, 1]; channels R, G, B, mask (C = 4)
+          or grey, mask (C = 2), as the training image had.
 
 Writes OUTDIR/model.onnx, OUTDIR/export.json and the model card OUTDIR/manifest.json,
 and copies training.json and train_log.jsonl from the checkpoint's directory when they exist.
@@ -58,9 +59,10 @@ def load_pyramid(checkpoint: Path, allow_partial: bool = True) -> Pyramid:
             f"{checkpoint}: only {trained}/{planned} scales trained; pass --allow-partial to export anyway"
         )
     channels = state["config"]["channels"]
+    image_channels = state.get("image_channels") or IMAGE_CHANNELS  # checkpoints before grey images: 4
     generators = []
     for gen_state in state["generators"]:
-        generator = Generator(channels)
+        generator = Generator(channels, image_channels)
         generator.load_state_dict(gen_state)
         generators.append(generator)
     sizes = [tuple(s) for s in state["sizes"]]
@@ -72,7 +74,7 @@ def load_pyramid(checkpoint: Path, allow_partial: bool = True) -> Pyramid:
 
 def example_inputs(pyramid: Pyramid, batch: int, start_scale: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
-    noises = tuple(torch.randn(batch, IMAGE_CHANNELS, h, w, generator=gen) for h, w in pyramid.sizes)
+    noises = tuple(torch.randn(batch, pyramid.image_channels, h, w, generator=gen) for h, w in pyramid.sizes)
     return noises + (torch.tensor([start_scale], dtype=torch.int64),)
 
 
@@ -134,14 +136,15 @@ def check_parity(pyramid: Pyramid, path: Path, batch: int = 3) -> float:
 
 def interface(pyramid: Pyramid) -> dict[str, Any]:
     height, width = pyramid.sizes[-1]
+    c = pyramid.image_channels
     inputs: list[dict[str, Any]] = [
-        {"name": noise_name(k), "shape": [None, IMAGE_CHANNELS, h, w], "dtype": "float32", "distribution": "normal"}
+        {"name": noise_name(k), "shape": [None, c, h, w], "dtype": "float32", "distribution": "normal"}
         for k, (h, w) in enumerate(pyramid.sizes)
     ]
     inputs.append({"name": START_SCALE_NAME, "shape": [1], "dtype": "int64"})
     return {
         "inputs": inputs,
-        "outputs": [{"name": OUTPUT_NAME, "shape": [None, IMAGE_CHANNELS, height, width], "dtype": "float32"}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": [None, c, height, width], "dtype": "float32"}],
         "num_scales": pyramid.num_scales,
         "image_size": [height, width],
         "opset": OPSET,

@@ -2,8 +2,9 @@
 
 Follows SinGAN (Shaham et al., ICCV 2019) as used by SinGAN-Seg (Thambawita et
 al., PLOS ONE 2022): every scale is a small fully convolutional GAN working on
-4 channels (RGB + polyp mask), and each generator only adds residual detail to
-the upsampled output of the scale below.
+image_channels channels (the image's grey or RGB channels + its mask; 4 for the
+GI-tract polyp), and each generator only adds residual detail to the upsampled
+output of the scale below.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMAGE_CHANNELS = 4  # R, G, B, mask
+IMAGE_CHANNELS = 4  # R, G, B, mask: the default (the GI-tract model); grey + mask is 2
 NUM_LAYERS = 5
 KERNEL_SIZE = 3
 
@@ -44,7 +45,9 @@ def conv_block(in_channels: int, out_channels: int, padding: int = 0) -> nn.Sequ
     )
 
 
-def conv_stack(channels: int, out_layer: nn.Module, input_padding: int = 0) -> nn.Sequential:
+def conv_stack(
+    channels: int, out_layer: nn.Module, input_padding: int = 0, image_channels: int = IMAGE_CHANNELS
+) -> nn.Sequential:
     """NUM_LAYERS - 1 conv blocks followed by the given output layer.
 
     All convs are unpadded ("valid") as in SinGAN, except that the first one
@@ -53,7 +56,7 @@ def conv_stack(channels: int, out_layer: nn.Module, input_padding: int = 0) -> n
     without a separate Pad op (which torch's ONNX exporter cannot convert
     down to opset 17).
     """
-    blocks: list[nn.Module] = [conv_block(IMAGE_CHANNELS, channels, input_padding)]
+    blocks: list[nn.Module] = [conv_block(image_channels, channels, input_padding)]
     blocks += [conv_block(channels, channels) for _ in range(NUM_LAYERS - 2)]
     blocks.append(out_layer)
     return nn.Sequential(*blocks)
@@ -62,12 +65,12 @@ def conv_stack(channels: int, out_layer: nn.Module, input_padding: int = 0) -> n
 class Generator(nn.Module):
     """One scale: returns prev + net(x), where x = amp * z + prev."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, image_channels: int = IMAGE_CHANNELS) -> None:
         super().__init__()
-        tail = nn.Sequential(nn.Conv2d(channels, IMAGE_CHANNELS, KERNEL_SIZE), nn.Tanh())
+        tail = nn.Sequential(nn.Conv2d(channels, image_channels, KERNEL_SIZE), nn.Tanh())
         # Each valid 3x3 conv trims one pixel per side; padding the input by
         # that total keeps the output the size of the scale.
-        self.net = conv_stack(channels, tail, input_padding=NUM_LAYERS * (KERNEL_SIZE // 2))
+        self.net = conv_stack(channels, tail, NUM_LAYERS * (KERNEL_SIZE // 2), image_channels)
 
     def forward(self, x: Tensor, prev: Tensor) -> Tensor:
         return prev + self.net(x)
@@ -76,9 +79,9 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Patch critic: one unbounded WGAN score per receptive field."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, image_channels: int = IMAGE_CHANNELS) -> None:
         super().__init__()
-        self.net = conv_stack(channels, nn.Conv2d(channels, 1, KERNEL_SIZE))
+        self.net = conv_stack(channels, nn.Conv2d(channels, 1, KERNEL_SIZE), image_channels=image_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -144,6 +147,10 @@ class Pyramid(nn.Module):
         self.sizes = [(int(h), int(w)) for h, w in sizes]
         for k, z in enumerate(z_opts):
             self.register_buffer(f"z_opt_{k}", z.detach().clone())
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.z_opt(0).shape[1])
 
     @property
     def num_scales(self) -> int:

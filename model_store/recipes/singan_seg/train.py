@@ -1,9 +1,15 @@
-"""Train a SinGAN-Seg pyramid on one 4-channel (RGB + mask) image.
+"""Train a SinGAN-Seg pyramid on one image and its mask.
 
 python -m model_store.recipes.singan_seg.train \
     --image model_store/recipes/singan_seg/training_images/gi-tract/polyp_with_4_channels.png --out DIR \
     --max-size 128 --min-size 25 --scale-factor 0.75 --channels 32 \
     --iters 500 --seed 0 --threads 1
+
+The image is either an RGBA PNG whose alpha is the mask (the GI-tract polyp), or
+a grey (L) or RGB image in any format Pillow reads (PNG, JPEG) with --mask naming
+its mask file (same width and height; pixels >= 128 are "in"). The pyramid then
+works on grey + mask (2 channels) or R, G, B + mask (4 channels). Non-square
+images keep their aspect ratio: the longer side is fitted into --max-size.
 
 Writes DIR/train_log.jsonl (one JSON line per log event, flushed as it goes), DIR/checkpoint.pt
 (rewritten after every finished scale, so a partial pyramid is always
@@ -59,6 +65,7 @@ class TrainConfig:
     rec_weight: float = 10.0
     noise_amp_init: float = 0.1
     log_every: int = 50
+    mask: str | None = None  # the mask's own file; None: the image's alpha channel is the mask
 
 
 @dataclass
@@ -73,13 +80,39 @@ class ScaleResult:
 # ---------------------------------------------------------------- data
 
 
-def load_image(path: Path) -> Tensor:
-    """RGBA PNG -> float tensor (1, 4, H, W) in [-1, 1]."""
+def load_mask(path: Path) -> np.ndarray:
+    """A mask file (any mode; pixels >= 128 of its grey value are in) -> (H, W) float32 in {0, 255}."""
     with Image.open(path) as img:
-        if img.mode != "RGBA":
-            raise ValueError(f"{path}: expected an RGBA image (RGB + mask), got mode {img.mode}")
-        array = np.asarray(img, dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1.0
+        grey = np.asarray(img.convert("L"))
+    return np.where(grey >= 128, 255.0, 0.0).astype(np.float32)
+
+
+def load_image(path: Path, mask: Path | None = None) -> Tensor:
+    """Image (+ mask) -> float tensor (1, C + 1, H, W) in [-1, 1], the mask last.
+
+    Without mask: an RGBA image, alpha = mask (C = 3). With mask: a grey (C = 1)
+    or RGB (C = 3) image of the mask's size.
+    """
+    with Image.open(path) as img:
+        if mask is None:
+            if img.mode != "RGBA":
+                raise ValueError(f"{path}: expected an RGBA image (RGB + mask) or --mask, got mode {img.mode}")
+            array = np.asarray(img, dtype=np.float32)
+        else:
+            if img.mode not in ("L", "RGB"):
+                raise ValueError(f"{path}: expected a grey (L) or RGB image with --mask, got mode {img.mode}")
+            pixels = np.asarray(img, dtype=np.float32)
+            pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+            binary = load_mask(mask)
+            if binary.shape != pixels.shape[:2]:
+                raise ValueError(f"{mask}: mask is {binary.shape[::-1]} px, image {pixels.shape[1::-1]} px")
+            array = np.concatenate([pixels, binary[..., None]], axis=2)
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1.0
+
+
+def mask_fraction(image: Tensor) -> float:
+    """Fraction of pixels the mask channel marks, as the service thresholds it (>= mid-range)."""
+    return float((image[:, -1] >= 0).float().mean())
 
 
 def pyramid_sizes(height: int, width: int, max_size: int, min_size: int, scale_factor: float) -> list[Size]:
@@ -151,21 +184,29 @@ def gradient_penalty(disc: nn.Module, real: Tensor, fake: Tensor, weight: float)
 
 
 def upsampled_output(
-    frozen: Sequence[Generator], amps: Sequence[float], sizes: Sequence[Size], noises: Sequence[Tensor], size: Size
+    frozen: Sequence[Generator],
+    amps: Sequence[float],
+    sizes: Sequence[Size],
+    noises: Sequence[Tensor],
+    size: Size,
+    image_channels: int = IMAGE_CHANNELS,
 ) -> Tensor:
     """Output of the already trained scales, brought to the current scale's size."""
     if not frozen:
-        return torch.zeros(1, IMAGE_CHANNELS, *size)
+        return torch.zeros(1, image_channels, *size)
     with torch.no_grad():
         return upsample(cascade(frozen, amps, sizes, noises), size)
 
 
-def random_noises(sizes: Sequence[Size]) -> list[Tensor]:
-    return [torch.randn(1, IMAGE_CHANNELS, *size) for size in sizes]
+def random_noises(sizes: Sequence[Size], image_channels: int = IMAGE_CHANNELS) -> list[Tensor]:
+    return [torch.randn(1, image_channels, *size) for size in sizes]
 
 
-def new_scale_nets(cfg: TrainConfig, previous: ScaleResult | None) -> tuple[Generator, Discriminator]:
-    generator, discriminator = Generator(cfg.channels), Discriminator(cfg.channels)
+def new_scale_nets(
+    cfg: TrainConfig, previous: ScaleResult | None, image_channels: int = IMAGE_CHANNELS
+) -> tuple[Generator, Discriminator]:
+    generator = Generator(cfg.channels, image_channels)
+    discriminator = Discriminator(cfg.channels, image_channels)
     if previous is None:
         generator.apply(init_weights)
         discriminator.apply(init_weights)
@@ -195,17 +236,18 @@ def train_scale(
     frozen = [r.generator for r in trained]
     amps = [r.noise_amp for r in trained]
     lower_sizes = sizes[:n]
+    c = real.shape[1]  # image channels + mask
 
     # Reconstruction: a fixed noise at the coarsest scale and none above, so
     # one exact noise setting must map back to the training image.
-    z_opt = torch.randn(1, IMAGE_CHANNELS, *size) if n == 0 else torch.zeros(1, IMAGE_CHANNELS, *size)
-    rec_prev = upsampled_output(frozen, amps, lower_sizes, [r.z_opt for r in trained], size)
+    z_opt = torch.randn(1, c, *size) if n == 0 else torch.zeros(1, c, *size)
+    rec_prev = upsampled_output(frozen, amps, lower_sizes, [r.z_opt for r in trained], size, c)
     # Noise is scaled to what the lower scales still get wrong, so each scale
     # only injects variation at the level of detail it has to add.
     noise_amp = 1.0 if n == 0 else cfg.noise_amp_init * math.sqrt(F.mse_loss(rec_prev, real).item())
     logger.log({"event": "scale_start", "scale": n, "size": list(size), "noise_amp": noise_amp})
 
-    generator, discriminator = new_scale_nets(cfg, trained[-1] if trained else None)
+    generator, discriminator = new_scale_nets(cfg, trained[-1] if trained else None, c)
     generator.train()
     discriminator.train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
@@ -215,11 +257,11 @@ def train_scale(
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones, gamma=0.1)
 
     for it in range(cfg.iters):
-        noise = torch.randn(1, IMAGE_CHANNELS, *size)
+        noise = torch.randn(1, c, *size)
 
         set_requires_grad(discriminator, True)
         for _ in range(cfg.d_steps):
-            prev = upsampled_output(frozen, amps, lower_sizes, random_noises(lower_sizes), size)
+            prev = upsampled_output(frozen, amps, lower_sizes, random_noises(lower_sizes, c), size, c)
             with torch.no_grad():
                 fake = generator(noise_amp * noise + prev, prev)
             d_real = discriminator(real).mean()
@@ -273,6 +315,7 @@ def save_checkpoint(path: Path, cfg: TrainConfig, sizes: Sequence[Size], trained
     state = {
         "config": asdict(cfg),
         "num_scales_planned": len(sizes),
+        "image_channels": trained[0].z_opt.shape[1] if trained else None,
         "complete": len(trained) == len(sizes),
         # Only the trained scales: a partial pyramid exports as a coarser model.
         "sizes": [list(s) for s in sizes[: len(trained)]],
@@ -331,7 +374,13 @@ def hardware_info() -> dict[str, Any]:
 
 
 def write_training_json(
-    path: Path, cfg: TrainConfig, sizes: Sequence[Size], trained: Sequence[ScaleResult], seconds: float, started: str
+    path: Path,
+    cfg: TrainConfig,
+    sizes: Sequence[Size],
+    trained: Sequence[ScaleResult],
+    seconds: float,
+    started: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     info = {
         "recipe": "model_store.recipes.singan_seg",
@@ -345,6 +394,8 @@ def write_training_json(
         "hardware": hardware_info(),
         **git_info(REPO_ROOT),
         "image_sha256": sha256_of(Path(cfg.image)),
+        **({"mask_sha256": sha256_of(Path(cfg.mask))} if cfg.mask else {}),
+        **(extra or {}),
         "started": started,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -379,16 +430,21 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
     with torch_settings(cfg.seed, cfg.threads), JsonlLogger(out / "train_log.jsonl") as logger:
-        image = load_image(Path(cfg.image))
+        image = load_image(Path(cfg.image), Path(cfg.mask) if cfg.mask else None)
         sizes = pyramid_sizes(image.shape[2], image.shape[3], cfg.max_size, cfg.min_size, cfg.scale_factor)
         reals = build_reals(image, sizes)
         logger.log({"event": "start", "config": asdict(cfg), "sizes": [list(s) for s in sizes]})
+        # What the mask marks must survive the working size (thin structures vanish when downsized).
+        fractions = {"mask_fraction_full_size": round(mask_fraction(image), 6),
+                     "mask_fraction_finest_scale": round(mask_fraction(reals[-1]), 6)}
+        logger.log({"event": "mask", **fractions})
         trained: list[ScaleResult] = []
         for n in range(len(sizes)):
             trained.append(train_scale(n, reals, sizes, trained, cfg, logger))
             save_checkpoint(checkpoint, cfg, sizes, trained)
         seconds = time.perf_counter() - t0
-        write_training_json(out / "training.json", cfg, sizes, trained, seconds, started)
+        extra = {"image_channels": image.shape[1], "image_size_full": list(image.shape[2:]), **fractions}
+        write_training_json(out / "training.json", cfg, sizes, trained, seconds, started, extra)
         logger.log({"event": "done", "wall_clock_seconds": round(seconds, 3)})
     return checkpoint
 
@@ -396,7 +452,8 @@ def train(cfg: TrainConfig) -> Path:
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     defaults = TrainConfig(image="", out="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", required=True, help="RGBA PNG: RGB frame + mask in alpha")
+    p.add_argument("--image", required=True, help="RGBA PNG (RGB frame + mask in alpha), or a grey/RGB image with --mask")
+    p.add_argument("--mask", help="the mask's own file (same size as the image; >= 128 = in)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--max-size", type=int, default=defaults.max_size)
     p.add_argument("--min-size", type=int, default=defaults.min_size)
@@ -418,6 +475,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         seed=a.seed,
         threads=a.threads,
         log_every=a.log_every,
+        mask=str(Path(a.mask).resolve()) if a.mask else None,
     )
 
 
