@@ -40,14 +40,14 @@ def _ecgs(count: int, leads: int, seed: int = 5) -> np.ndarray:
 
 
 def _encode(fmt: str, samples: np.ndarray, names: list[str], tmp_path: Path, measurements: dict | None = None,
-            batches: int = 1) -> dict[str, bytes]:
-    """The members a writer makes for `samples`, given to it in `batches` batches."""
+            batches: int = 1, first: int = 0) -> dict[str, bytes]:
+    """The members a writer makes for `samples` from `first` on (another chunk's), given to it in `batches`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     with MemberZip(tmp_path / "members.zip", "stored") as members:
         ctx = EncodeContext(ECG_OUTPUT, names, 9, len(samples), members, tmp_path, measurements=measurements or {},
                             model_id="pulse2pulse-ecg", model_version=2)
         writer = ENCODERS[fmt](ctx)
-        for part in np.array_split(np.arange(len(samples)), batches):
+        for part in np.array_split(np.arange(first, len(samples)), batches):
             writer.write(samples[part], int(part[0]))
     with zipfile.ZipFile(tmp_path / "members.zip") as archive:
         return {name: archive.read(name) for name in archive.namelist()}
@@ -135,7 +135,10 @@ def test_dicom_reads_back_equal_with_pydicom(names: list[str], tmp_path: Path) -
 def test_same_samples_same_bytes_in_any_batches(fmt: str, tmp_path: Path) -> None:
     """Archives are a recipe's output: no clock, no chunking, no page before leaves a trace in a file."""
     ecgs = _ecgs(3, 8)
-    assert _encode(fmt, ecgs, LEADS, tmp_path / "a") == _encode(fmt, ecgs, LEADS, tmp_path / "b", batches=3)
+    whole = _encode(fmt, ecgs, LEADS, tmp_path / "a")
+    assert whole == _encode(fmt, ecgs, LEADS, tmp_path / "b", batches=3)
+    later_chunk = _encode(fmt, ecgs, LEADS, tmp_path / "c", first=1)  # a writer whose first page is sample 1
+    assert later_chunk == {name: data for name, data in whole.items() if not name.startswith("ecg_00000")}
 
 
 def test_printout_derives_the_limb_leads_as_the_12_lead_output_does() -> None:
