@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.request_models import example
 from app.schemas import ModelCard
+from model_store import distributions
+from model_store.manifest import Manifest
 from model_store.store import ModelEntry
 
 
@@ -28,7 +32,21 @@ def card(entry: ModelEntry, versions: list[int]) -> ModelCard:
         provenance=m.provenance,
         generate=f"/generate/{m.category}/{m.subcategory}",
         request_example=example(m),
+        measurements=_measurements(m),
     )
+
+
+def _measurements(manifest: Manifest) -> dict[str, Any] | None:
+    document = distributions.for_manifest(manifest)
+    if document is None:
+        return None
+    return {"method": document["method"],
+            "limits": "measured on lead II's median beat (intervals) and the limb leads (axes); a value the "
+                      "delineator cannot find is null; agreement with neurokit2's beat-by-beat delineation is in "
+                      "the README",
+            "distribution_of": f"{document['samples']} samples of version {document['version']} (seed {document['seed']})",
+            "acceptance_floor": distributions.ACCEPTANCE_FLOOR,
+            "quantities": document["measurements"]}
 
 
 def latest_cards(entries: list[ModelEntry]) -> list[ModelCard]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from model_store import distributions
 from model_store.manifest import Manifest, Parameter
 
 MAX_SEED = 2**63 - 1
@@ -36,6 +37,46 @@ def example(manifest: Manifest) -> dict[str, Any]:
     }
 
 
+class Range(BaseModel):
+    """Bounds of one measurement, both included; either may be left out."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded_and_ordered(self) -> Range:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
+def _where_field(document: dict[str, Any]) -> tuple[Any, Any]:
+    names = document["measurements"]
+    listing = "; ".join(f"{name} ({m['unit']})" for name, m in names.items())
+    return dict[Literal[tuple(names)], Range] | None, Field(  # type: ignore[valid-type]
+        None, description="Only samples whose measurements fall in these ranges: the workers draw candidates from "
+        f"the seed and keep those that match (implies annotate). Measurements: {listing}. Their distributions are "
+        "in the model card; a filter expected to keep too few samples is refused.")
+
+
+def _acceptable(document: dict[str, Any]) -> Any:
+    def check(request: Any) -> Any:
+        if request.where:
+            bounds = {name: (r.min, r.max) for name, r in request.where.items()}
+            expected = distributions.expected_acceptance(document, bounds)
+            if expected < distributions.ACCEPTANCE_FLOOR:
+                raise ValueError(
+                    f"expected acceptance {expected:.2g} is below the floor {distributions.ACCEPTANCE_FLOOR:g}: of "
+                    f"{document['samples']} samples of this model, that share met the filter (measurements taken as "
+                    "independent); widen the ranges (the model card shows each measurement's distribution)")
+        return request
+
+    return model_validator(mode="after")(check)
+
+
 @lru_cache(maxsize=256)
 def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
     manifest = Manifest.model_validate_json(manifest_json)
@@ -53,11 +94,16 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
     if manifest.measurements:
         fields["annotate"] = (bool, Field(False, description="Measure every sample (workers' lanes): labels.csv, "
                                           "annotation files and `measurements` in NDJSON lines; see the model card."))
+    document = distributions.for_manifest(manifest)
+    validators = {}
+    if document is not None:
+        fields["where"] = _where_field(document)
+        validators["where_acceptance"] = _acceptable(document)
     fields |= {name: _parameter_field(p) for name, p in manifest.parameters.items()}
     title = "".join(part.capitalize() for part in manifest.id.split("-")) + "Request"
     # NaN and Infinity are not JSON (the parser takes them): refused like any other invalid number
     config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, title=title, json_schema_extra={"examples": [example(manifest)]})
-    return create_model(title, __config__=config, **fields)
+    return create_model(title, __config__=config, __validators__=validators, **fields)
 
 
 _models: dict[tuple[str, int, int], tuple[Manifest, type[BaseModel]]] = {}

@@ -76,6 +76,8 @@ class ModelCard(BaseModel):
     provenance: dict[str, Any]
     generate: str
     request_example: dict[str, Any]
+    # what `"annotate": true` measures and how, and each measurement's distribution (what `"where"` can ask for)
+    measurements: dict[str, Any] | None = None
 
 
 class SubcategoryPublic(BaseModel):

@@ -27,6 +27,8 @@ class JobSpec(TypedDict):
     params: dict[str, Any]
     precision: str  # "fp32" (the manifest's artifact) or one of its variants
     annotate: NotRequired[bool]  # measure every sample (the manifest's `measurements`)
+    where: NotRequired[dict[str, list[float | None]]]  # keep candidates whose measurements are in [min, max]
+    candidate_budget: NotRequired[int]  # a filtered job fails after drawing this many candidates
     request: dict[str, Any]
     chunks: list[tuple[int, int]]  # (first sample, count) of each chunk
 

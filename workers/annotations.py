@@ -31,15 +31,17 @@ _SYMBOLS = (("P_onset", "("), ("P_peak", "p"), ("P_offset", ")"), ("QRS_onset", 
             ("QRS_offset", ")"), ("T_peak", "t"), ("T_offset", ")"))
 
 
-def measurer(kind: str, ctx: EncodeContext) -> Callable[[np.ndarray, int], None]:
-    """Measures a batch of samples into `ctx.measurements` (kind: the manifest's `measurements`)."""
+def measurer(kind: str, ctx: EncodeContext, into: dict[int, dict[str, Any]] | None = None,
+             ) -> Callable[[np.ndarray, int], None]:
+    """Measures a batch of samples into `ctx.measurements`, or `into` (kind: the manifest's `measurements`)."""
     if kind != "ecg":
         raise ValueError(f"no measurements of kind {kind!r}")
     rate, names = ctx.output.sampling_rate, ctx.channel_names  # type: ignore[union-attr]
+    target = ctx.measurements if into is None else into
 
     def measure(samples: np.ndarray, start: int) -> None:
         for offset, sample in enumerate(samples):
-            ctx.measurements[start + offset] = ecg_measurements.measure(sample, names, rate)
+            target[start + offset] = ecg_measurements.measure(sample, names, rate)
 
     return measure
 

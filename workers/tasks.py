@@ -22,7 +22,7 @@ from deepsynthbody.jobs import JobPaths, JobSpec
 from deepsynthbody.samples_file import SamplesFile
 from deepsynthbody.settings import Settings, get_settings
 from model_store.store import ModelEntry
-from workers import annotations, archive, lifecycle, pipeline, postprocess, runtime
+from workers import annotations, archive, ecg_filter, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
 from workers.encoders.base import MemberSink
 
@@ -127,10 +127,15 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
             writer.write(batch, start)
             _report(job, progress={"done": max(kept, start + len(batch) - first), "total": total})
 
-        pipeline.produce(model, spec["seed"], spec["params"], pipeline.batches(total, batch_size, first), consume,
-                         before_batch, batch_size, measure)
-    return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
+        plan, selection, take = pipeline.batches(total, batch_size, first), None, consume
+        if spec.get("where") and entry.manifest.measurements:  # one chunk: its samples are found in candidate order
+            selection = ecg_filter.Selection(entry.manifest.measurements, ctx, spec["where"], total,
+                                             spec["candidate_budget"], consume)
+            plan, take, measure = selection.plan(batch_size), selection.consume, selection.measure
+        pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure)
+    done = {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
             "created_at": _created(job), "started_at": started_at}
+    return done | ({"selection": selection.finish()} if selection is not None else {})
 
 
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -270,4 +275,5 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "noise": "numpy Philox4x64 keyed by seed + (sample index << 64); inputs drawn in manifest order",
         **({"measurements": annotations.manifest_section(card.measurements, channel_names)}
            if spec.get("annotate") and card.measurements else {}),
+        **({"selection": chunks[0]["selection"]} if chunks and chunks[0].get("selection") else {}),
     }

@@ -40,7 +40,7 @@ from rq.worker_pool import WorkerData, WorkerPool
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody import job_events, logs
 from deepsynthbody.settings import get_settings
-from workers import heartbeat, lifecycle, recovery, retention, tasks
+from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, tasks
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -214,8 +214,8 @@ class GenerationWorker(SimpleWorker):
         if isinstance(error, lifecycle.JobStopped) or self._stopped_job_id == job.id:
             self.log.info("Worker %s: job %s canceled (%s)", self.name, job.id, error)
             return
-        if isinstance(error, tasks.DiskFull):
-            job.retries_left = None  # running it again at once would fill the disk again
+        if isinstance(error, (tasks.DiskFull, ecg_filter.BudgetExceeded)):
+            job.retries_left = None  # running it again at once would fill the disk again, or draw the same candidates
         if isinstance(error, lifecycle.JobInterrupted):
             self._interrupted_job_id = job.id
             self.log.info("Worker %s: job %s interrupted by shutdown; queued to run again", self.name, job.id)

@@ -22,6 +22,7 @@ from deepsynthbody.errors import UnsupportedMediaType
 from deepsynthbody.jobs import JobSpec, plan_chunks
 from deepsynthbody.keys import Caller
 from deepsynthbody.settings import Settings
+from model_store import distributions
 from model_store.manifest import Manifest
 from model_store.store import ModelEntry
 
@@ -64,6 +65,15 @@ def _new_job_id_and_seed() -> tuple[str, int]:
     """An unguessable job id (it is what lets a client read the results) and a seed, from one system call."""
     token = os.urandom(24)
     return token[:16].hex(), int.from_bytes(token[16:]) & MAX_SERVICE_SEED  # 53 random bits
+
+
+def _filtered(manifest: Manifest, where: dict[str, Any], num_samples: int) -> dict[str, Any]:
+    """A filtered job's bounds and candidate budget; it runs as one job (its samples are found in candidate order)."""
+    bounds = {name: [r.min, r.max] for name, r in where.items()}
+    document = distributions.for_manifest(manifest)
+    expected = distributions.expected_acceptance(document, bounds) if document else 1.0
+    return {"where": bounds, "candidate_budget": distributions.candidate_budget(num_samples, expected),
+            "chunks": [(0, num_samples)]}
 
 
 def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
@@ -158,10 +168,12 @@ def make_router() -> APIRouter:
             format=validated.format,
             params=params,
             precision=getattr(validated, "precision", "fp32"),
-            annotate=getattr(validated, "annotate", False),
+            annotate=getattr(validated, "annotate", False) or bool(getattr(validated, "where", None)),
             request=validated.model_dump() | {"seed": seed, "model": manifest.id, "version": manifest.version},
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )
+        if getattr(validated, "where", None):
+            spec.update(_filtered(manifest, validated.where, validated.num_samples))
         caller = request.state.caller
         refused = await _admit(state, caller, spec, manifest)
         if refused is not None:

@@ -1,0 +1,80 @@
+"""`"where"`: ECGs whose measurements are in the ranges asked for, the same bytes however they are made."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from deepsynthbody.jobs import JobSpec
+from deepsynthbody.settings import Settings
+from tests.api.test_generate_ecg import download
+from tests.conftest import ECG
+from workers import ecg_filter, tasks
+from workers.ecg_measurements import measure
+
+WHERE = {"heart_rate": {"min": 60, "max": 70}, "qrs_duration": {"max": 100}}
+NAMES = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def test_every_accepted_record_measured_again_is_in_range(client: httpx.Client) -> None:
+    created, archive, _ = download(client, {"num_samples": 12, "seed": 5, "format": "npy", "where": WHERE})
+    samples = np.load(io.BytesIO(archive.read("ecgs.npy")))
+    assert samples.shape == (12, 5000, 8)
+    rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    for sample, row in zip(samples, rows, strict=True):
+        again = measure(sample, NAMES, 500.0)  # independently of the worker, from the delivered array
+        assert 60 <= again["heart_rate"] <= 70 and again["qrs_duration"] <= 100
+        assert float(row["heart_rate_bpm"]) == again["heart_rate"]
+    selection = json.loads(archive.read("manifest.json"))["selection"]
+    assert selection["accepted"] == 12 and 12 <= selection["candidates_drawn"] <= selection["candidate_budget"]
+    assert selection["acceptance"] == round(12 / selection["candidates_drawn"], 4)
+    assert selection["where"] == {"heart_rate": [60, 70], "qrs_duration": [None, 100]}
+
+
+def _spec(job_id: str, where: dict, num_samples: int, budget: int, fmt: str = "wfdb") -> JobSpec:
+    return JobSpec(job_id=job_id, model_id="pulse2pulse-ecg", model_version=2, num_samples=num_samples, seed=5,
+                   format=fmt, params={"leads": 8}, precision="fp32", request={}, chunks=[(0, num_samples)],
+                   annotate=True, where=where, candidate_budget=budget)
+
+
+def test_same_bytes_whatever_the_batch_size(settings: Settings, ecg_model_dir: Path) -> None:
+    """A filtered job is one job (no fan-out), so the number of workers cannot change it; batches can."""
+    where = {name: [r.get("min"), r.get("max")] for name, r in WHERE.items()}
+    archives, selections = [], []
+    for batch in (1, 5, 32):
+        local = settings.model_copy(update={"batch_size": batch})
+        spec = _spec(f"filtered-{batch}", where, 8, 400)
+        tasks.run(spec, local)
+        with zipfile.ZipFile(settings.jobs_dir / spec["job_id"] / "result.zip") as archive:
+            archives.append({n: archive.read(n) for n in archive.namelist() if n != "manifest.json"})
+            selections.append(json.loads(archive.read("manifest.json"))["selection"])
+    assert archives[0] == archives[1] == archives[2] and "labels.csv" in archives[0]
+    assert selections[0] == selections[1] == selections[2]
+
+
+def test_a_job_past_its_candidate_budget_fails_saying_how_many_it_found(settings: Settings,
+                                                                        ecg_model_dir: Path) -> None:
+    spec = _spec("filtered-budget", {"heart_rate": [60, 70]}, 30, 10, fmt="npy")
+    with pytest.raises(ecg_filter.BudgetExceeded, match=r"kept \d of the 30 samples asked for after drawing 10"):
+        tasks.run(spec, settings)
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ({"heart_beat": {"min": 50}}, "heart_rate"),  # unknown: the error lists the known ones
+    ({"heart_rate": {"min": 70, "max": 50}}, "min 70 is above max 50"),
+    ({"heart_rate": {}}, "give min, max or both"),
+    ({"heart_rate": {"min": 300}}, "expected acceptance 0 is below the floor"),
+    ({"qrs_duration": {"max": -5}}, "expected acceptance 0 is below the floor"),
+    ({"heart_rate": {"min": "fast"}}, "valid number"),
+])
+def test_bad_filters_are_refused_with_a_message(client: httpx.Client, where: dict, message: str) -> None:
+    response = client.post(ECG, json={"num_samples": 5, "where": where})
+    assert response.status_code == 422, response.text
+    assert message in response.text
