@@ -3,6 +3,7 @@ samples (read by each format's own library), one file per ECG, each saying it is
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -90,3 +91,34 @@ def test_pdf_job_is_one_printout_per_ecg(client: httpx.Client) -> None:
     for name in _files(archive, "pdf"):
         data = archive.read(name)
         assert data.startswith(b"%PDF-") and re.search(rb"/Subject \(" + re.escape(SYNTHETIC.encode()) + rb"\)", data)
+
+
+def _labels(archive: zipfile.ZipFile) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+
+
+def test_annotated_edf_job_carries_labels_csv_measurements(client: httpx.Client, tmp_path: Path) -> None:
+    archive = _archive(client, {"num_samples": 2, "seed": 11, "format": "edf", "annotate": True})
+    labels = _labels(archive)
+    assert [row["record"] for row in labels] == ["ecg_00000", "ecg_00001"]
+    for row in labels:
+        (tmp_path / "x.edf").write_bytes(archive.read(f"{row['record']}.edf"))
+        reader = pyedflib.EdfReader(str(tmp_path / "x.edf"))
+        try:
+            onsets, durations, texts = reader.readAnnotations()
+        finally:
+            reader.close()
+        assert f"HR {float(row['heart_rate_bpm']):g} bpm" in texts and f"QRS {float(row['qrs_duration_ms']):g} ms" in texts
+        r_peaks = sorted(round(onset * 500) for onset, text in zip(onsets, texts) if text == "R peak")
+        assert len(r_peaks) >= 5  # ten seconds of a resting heart, each R peak a point annotation
+        assert all(0 < b - a < 2 * 500 for a, b in zip(r_peaks, r_peaks[1:]))
+
+
+def test_annotated_dicom_job_carries_labels_csv_measurements(client: httpx.Client) -> None:
+    archive = _archive(client, {"num_samples": 2, "seed": 11, "format": "dicom", "annotate": True})
+    for row in _labels(archive):
+        ds = pydicom.dcmread(io.BytesIO(archive.read(f"{row['record']}.dcm")))
+        values = {item.ConceptNameCodeSequence[0].CodeMeaning: float(item.NumericValue)
+                  for item in ds.WaveformAnnotationSequence}
+        assert values["Heart rate"] == pytest.approx(float(row["heart_rate_bpm"]))
+        assert values["PR interval global"] == pytest.approx(float(row["pr_interval_ms"]))
