@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +42,19 @@ def outside() -> list[str]:
     return []
 
 
+def _local_only(outside: list[str]) -> Callable[[Route], None]:
+    """A route handler: requests to this machine go through, any other is refused and recorded in `outside`."""
+
+    def handle(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    return handle
+
+
 @pytest.fixture
 def console_errors() -> list[str]:
     """Errors the page logged or raised (none may remain when a test ends)."""
@@ -51,15 +64,7 @@ def console_errors() -> list[str]:
 @pytest.fixture
 def page(browser: Browser, outside: list[str], console_errors: list[str]) -> Iterator[Page]:
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-
-    def local_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", local_only)
+    context.route("**/*", _local_only(outside))
     page = context.new_page()
     errors = console_errors
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -193,3 +198,40 @@ def test_the_docs_render_with_nothing_from_the_internet(page: Page, api_url: str
     refused = [e for e in console_errors if e.startswith("Loading the image 'https://cdn.redoc.ly/") and "blocked" in e]
     assert len(refused) == (1 if path == "/redoc" else 0), console_errors
     console_errors[:] = [e for e in console_errors if e not in refused]
+
+
+NO_OVERFLOW = "() => document.scrollingElement.scrollWidth <= window.innerWidth"
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll('main input, main select, main button, main textarea')]
+    .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.textContent.trim())
+    .map(c => c.outerHTML)"""
+
+
+def test_a_phone_and_a_keyboard_are_enough(browser: Browser, api_url: str, worker: subprocess.Popen[bytes],
+                                           outside: list[str]) -> None:
+    """At 360 px nothing is wider than the screen (the ECG drawing scrolls inside its own frame); every control has
+    a name; the form is filled and sent from the keyboard alone; a refused request shows the API's own words."""
+    context = browser.new_context(viewport={"width": 360, "height": 780})
+    context.route("**/*", _local_only(outside))
+    page = context.new_page()
+    try:
+        page.goto(api_url + "/")
+        expect(page.get_by_role("heading", name="Cardiovascular")).to_be_visible()
+        assert page.evaluate(NO_OVERFLOW)
+        page.get_by_role("link", name=re.compile("^ecg DeepFake ECG")).focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_label("Num Samples")).to_be_visible()
+        assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
+        page.get_by_label("Seed").fill("99999999999999999999")  # past the largest seed: the API refuses it
+        page.get_by_label("Seed").press("Enter")
+        expect(page.get_by_role("alert")).to_contain_text("The request was refused: ")
+        expect(page.get_by_role("alert")).to_contain_text("seed")
+        page.get_by_label("Seed").fill("7")
+        page.get_by_label("Num Samples").fill("3")
+        page.get_by_label("Num Samples").press("Enter")
+        page.wait_for_url(re.compile(r"#/jobs/[0-9a-f]+$"))
+        expect(page.locator("#progress-label")).to_have_text("3 of 3 samples (100 %) · finished")
+        expect(page.locator("canvas#ecg")).to_be_visible()
+        assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
+        assert outside == []
+    finally:
+        context.close()
