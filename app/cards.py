@@ -44,7 +44,8 @@ def _measurements(manifest: Manifest) -> dict[str, Any] | None:
             "limits": "measured on lead II's median beat (intervals) and the limb leads (axes); a value the "
                       "delineator cannot find is null; agreement with neurokit2's beat-by-beat delineation is in "
                       "the README",
-            "distribution_of": f"{document['samples']} samples of version {document['version']} (seed {document['seed']})",
+            "distribution_of": f"{document['samples']} samples of version {document['version']} "
+                               f"(seed {document['seed']})",
             "acceptance_floor": distributions.ACCEPTANCE_FLOOR,
             "quantities": document["measurements"]}
 

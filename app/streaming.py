@@ -70,7 +70,8 @@ async def ndjson(redis: Redis, store: ModelStore, paths: JobPaths, job_id: str) 
         if ready > sent and await _off_loop(paths.samples.exists):
             samples = samples or await _off_loop(SamplesFile, paths.samples)
             for start in range(sent, ready, READ_ROWS):
-                yield await _off_loop(_lines, samples, output, names, spec["seed"], start, min(READ_ROWS, ready - start),
+                count = min(READ_ROWS, ready - start)
+                yield await _off_loop(_lines, samples, output, names, spec["seed"], start, count,
                                       paths.measurements if spec.get("annotate") else None)
             sent = ready
             delay = POLL_SECONDS

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,28 @@ def end_to_end(client: httpx.Client, body: dict[str, Any], sink: Path) -> float:
     return time.perf_counter() - started
 
 
+EXAMPLE_FILTER = {"heart_rate": {"min": 50, "max": 60}, "qrs_duration": {"max": 100}}
+
+
+def labelled_rows(client: httpx.Client, results: Results, n: int, filtered_n: int, workers: int, sink: Path) -> None:
+    """A plain and an annotated npy job side by side, then the README's example filter: its throughput in ECGs
+    delivered, its candidates per second and the acceptance it met."""
+    for label, extra in (("plain", {}), ("annotated", {"annotate": True})):
+        settle()
+        seconds = end_to_end(client, {"num_samples": n, "seed": 1, "format": "npy", **extra}, sink)
+        results.add(f"service npy {label}, {workers} worker(s)", n / seconds)
+    settle()
+    body = {"num_samples": filtered_n, "seed": 1, "format": "npy", "where": EXAMPLE_FILTER}
+    seconds = end_to_end(client, body, sink)
+    with zipfile.ZipFile(sink) as archive:
+        selection = json.loads(archive.read("manifest.json"))["selection"]
+    results.add(f"service npy where HR 50-60 bpm and QRS <= 100 ms, {filtered_n} ECGs, {workers} worker(s)",
+                filtered_n / seconds)
+    results.add(f"  its candidates per second, {workers} worker(s)", selection["candidates_drawn"] / seconds,
+                "candidates/s")
+    results.add("  its acceptance", 100 * selection["acceptance"], "%")
+
+
 def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink: Path) -> float:
     """Largest resident set of any worker process while it makes a `count`-ECG job, in MiB."""
     peak, done = 0, threading.Event()
@@ -271,7 +294,8 @@ def _copy_models(settings: Settings, data_dir: Path) -> None:
 
 
 def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_counts: tuple[int, ...],
-        clients: int, requests: int, out: Path | None) -> Results:
+        clients: int, requests: int, out: Path | None, filtered_n: int = 100, labels_only: bool = False) -> Results:
+    """`labels_only`: only the rows of plain, annotated and filtered jobs (`labelled_rows`)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per status poll
     settings = Settings()
     results = Results(machine())
@@ -285,69 +309,74 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
         model_path = served.artifact_path
         print(f"model: {served.manifest.key} ({served.manifest.provenance.get('form', 'as published')})", flush=True)
 
-        print("original deepfake-ecg package (batch 1, writes .asc):", flush=True)
-        results.add("original deepfakeecg.generate()", original_package(original_n))
-        print(f"raw ONNX generator, {served.manifest.key} (noise prepared, CPU EP, all cores, as one run or as one "
-              "single-threaded run per core; the best row is the 'x raw' reference):", flush=True)
-        best = 0.0
-        for spinning in (True, False):
-            raw = raw_onnx(model_path, seconds=5.0, batches=(1, 8, 32, 64), spinning=spinning)
+        if not labels_only:  # the rows of the rest of the service
+            print("original deepfake-ecg package (batch 1, writes .asc):", flush=True)
+            results.add("original deepfakeecg.generate()", original_package(original_n))
+            print(f"raw ONNX generator, {served.manifest.key} (noise prepared, CPU EP, all cores, as one run or as one "
+                  "single-threaded run per core; the best row is the 'x raw' reference):", flush=True)
+            best = 0.0
+            for spinning in (True, False):
+                raw = raw_onnx(model_path, seconds=5.0, batches=(1, 8, 32, 64), spinning=spinning)
+                for batch, rate in raw.items():
+                    results.add(f"raw ONNX, batch {batch}, spinning {'on' if spinning else 'off'}", rate)
+                best = max(best, *raw.values())
+            raw = raw_onnx_side_by_side(model_path, seconds=5.0, batches=(1, 8, 32, 64))
             for batch, rate in raw.items():
-                results.add(f"raw ONNX, batch {batch}, spinning {'on' if spinning else 'off'}", rate)
+                results.add(f"raw ONNX, batch {batch}, {os.cpu_count()} single-threaded runs side by side", rate)
             best = max(best, *raw.values())
-        raw = raw_onnx_side_by_side(model_path, seconds=5.0, batches=(1, 8, 32, 64))
-        for batch, rate in raw.items():
-            results.add(f"raw ONNX, batch {batch}, {os.cpu_count()} single-threaded runs side by side", rate)
-        best = max(best, *raw.values())
-        results.extra["raw_best"] = best
-        if served.manifest.version != 1:
-            first = store.get(served.manifest.id, 1)
-            print("raw ONNX generator, version 1 (as published; the 'x raw ONNX v1' reference):", flush=True)
-            raw = raw_onnx_side_by_side(first.artifact_path, seconds=5.0, batches=(1, 8, 32, 64))
-            for batch, rate in raw.items():
-                results.add(f"raw ONNX version 1, batch {batch}, {os.cpu_count()} single-threaded runs side by side",
-                            rate)
-            results.extra["raw_v1_best"] = max(raw.values())
-            print(f"how the samples of {served.manifest.key} differ (256 ECGs, the worker's noise and int16):",
-                  flush=True)
-            for what, value, unit in version_differences(Settings(data_dir=data), first, served):
-                results.add(what, value, unit)
+            results.extra["raw_best"] = best
+            if served.manifest.version != 1:
+                first = store.get(served.manifest.id, 1)
+                print("raw ONNX generator, version 1 (as published; the 'x raw ONNX v1' reference):", flush=True)
+                raw = raw_onnx_side_by_side(first.artifact_path, seconds=5.0, batches=(1, 8, 32, 64))
+                for batch, rate in raw.items():
+                    results.add(f"raw ONNX version 1, batch {batch}, {os.cpu_count()} single-threaded runs "
+                                "side by side",
+                                rate)
+                results.extra["raw_v1_best"] = max(raw.values())
+                print(f"how the samples of {served.manifest.key} differ (256 ECGs, the worker's noise and int16):",
+                      flush=True)
+                for what, value, unit in version_differences(Settings(data_dir=data), first, served):
+                    results.add(what, value, unit)
 
-        # Latency first: after the end-to-end jobs this VM spends a while reclaiming the gigabytes of page cache
-        # they leave, and every latency measured meanwhile doubles, the framework's floor included (measured).
-        for api_processes in (1, 2):
-            print(f"enqueue latency, {clients} concurrent clients, {requests} requests, {api_processes} API "
-                  "process(es) (no worker consumes the jobs):", flush=True)
-            service = Service(data, 0, queue="bench-enqueue", api_processes=api_processes)
-            try:
-                settle()
-                per_client = max(1, requests // clients)
-                for label, path in (("enqueue", None), ("floor: GET /healthz", "/healthz")):
-                    latencies = sorted(asyncio.run(_latencies_under_load(service.url, clients, per_client, path)))
-                    same_load = ", same load" if path else ""
-                    results.add(f"{label} p50{same_load}, {api_processes} API process(es)",
-                                1000 * statistics.median(latencies), "ms")
-                    results.add(f"{label} p99{same_load}, {api_processes} API process(es)",
-                                1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
-            finally:
-                service.stop()
-                shutil.rmtree(data / "redis", ignore_errors=True)  # the next service starts with an empty Redis
+            # Latency first: after the end-to-end jobs this VM spends a while reclaiming the gigabytes of page cache
+            # they leave, and every latency measured meanwhile doubles, the framework's floor included (measured).
+            for api_processes in (1, 2):
+                print(f"enqueue latency, {clients} concurrent clients, {requests} requests, {api_processes} API "
+                      "process(es) (no worker consumes the jobs):", flush=True)
+                service = Service(data, 0, queue="bench-enqueue", api_processes=api_processes)
+                try:
+                    settle()
+                    per_client = max(1, requests // clients)
+                    for label, path in (("enqueue", None), ("floor: GET /healthz", "/healthz")):
+                        latencies = sorted(asyncio.run(_latencies_under_load(service.url, clients, per_client, path)))
+                        same_load = ", same load" if path else ""
+                        results.add(f"{label} p50{same_load}, {api_processes} API process(es)",
+                                    1000 * statistics.median(latencies), "ms")
+                        results.add(f"{label} p99{same_load}, {api_processes} API process(es)",
+                                    1000 * latencies[int(0.99 * (len(latencies) - 1))], "ms")
+                finally:
+                    service.stop()
+                    shutil.rmtree(data / "redis", ignore_errors=True)  # the next service starts with an empty Redis
 
         sink = base / "download.zip"
         for workers in worker_counts:
-            print(f"service end to end, {n} ECGs, {workers} worker(s), POST until the archive is downloaded:", flush=True)
+            print(f"service end to end, {n} ECGs, {workers} worker(s), POST until the archive is downloaded:",
+                  flush=True)
             service = Service(data, workers, max_samples=max(rss_n, n))
             try:
                 with httpx.Client(base_url=service.url, timeout=120) as client:
                     end_to_end(client, {"num_samples": 2 * workers, "format": "npy"}, sink)  # load sessions
-                    for fmt in formats:
+                    for fmt in () if labels_only else formats:
                         settle()
                         seconds = end_to_end(client, {"num_samples": n, "seed": 1, "format": fmt}, sink)
                         results.add(f"service {fmt}, {workers} worker(s)", n / seconds)
-                    if workers == worker_counts[0]:
+                    labelled_rows(client, results, n, filtered_n, workers, sink)
+                    if workers == worker_counts[0] and not labels_only:
                         print(f"worker peak RSS (npy), {rss_n // 10} vs {rss_n} ECGs:", flush=True)
                         for count in (rss_n // 10, rss_n):
-                            results.add(f"worker peak RSS, {count}-ECG job", peak_rss(service, client, count, "npy", sink), "MiB")
+                            results.add(f"worker peak RSS, {count}-ECG job",
+                                        peak_rss(service, client, count, "npy", sink), "MiB")
             finally:
                 service.stop()
                 shutil.rmtree(data / "jobs", ignore_errors=True)
@@ -364,16 +393,20 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
 def table(results: Results) -> str:
     """Ratios to the best raw row of the version requests get, to version 1's (the network as published), and
     to the original package."""
-    raw = results.extra["raw_best"]
+    raw = results.extra.get("raw_best")
     raw_v1 = results.extra.get("raw_v1_best", raw)
-    original = next(v for w, v, _ in results.rows if w.startswith("original"))
+    original = next((v for w, v, _ in results.rows if w.startswith("original")), None)
+
+    def ratio(value: float, to: float | None, digits: int) -> str:
+        return f"{value / to:.{digits}f}" if to else ""
+
     lines = [f"machine: {results.machine['cpu']}, {results.machine['cores']} cores, "
              f"{results.machine['memory_gb']} GiB, onnxruntime {results.machine['onnxruntime']}",
              "", "| measurement | value | x raw ONNX | x raw ONNX v1 | x original |", "|---|---|---|---|---|"]
     for what, value, unit in results.rows:
         if unit == "ECG/s":
-            lines.append(f"| {what} | {value:,.1f} ECG/s | {value / raw:.2f} | {value / raw_v1:.2f} | "
-                         f"{value / original:.1f} |")
+            lines.append(f"| {what} | {value:,.1f} ECG/s | {ratio(value, raw, 2)} | {ratio(value, raw_v1, 2)} | "
+                         f"{ratio(value, original, 1)} |")
         else:
             lines.append(f"| {what} | {shown(value, unit)} {unit} | | | |")
     return "\n".join(lines)

@@ -165,7 +165,7 @@ def _bench(args: argparse.Namespace) -> None:
 
     run(n=args.n, rss_n=args.rss_n, original_n=args.original_n, formats=tuple(args.formats),
         worker_counts=tuple(args.workers), clients=args.clients, requests=args.requests,
-        out=Path(args.json) if args.json else None)
+        out=Path(args.json) if args.json else None, filtered_n=args.filtered_n, labels_only=args.labels_only)
 
 
 def _count(minimum: int):  # noqa: ANN202 - an argparse type
@@ -246,6 +246,10 @@ def parser() -> argparse.ArgumentParser:
                        help="requests for the enqueue latency (seconds of load, not one: a single stall of the "
                        "machine is not the p99)")
     bench.add_argument("--json", help="also write the results to this JSON file")
+    bench.add_argument("--filtered-n", type=_count(1), default=100,
+                       help="ECGs of the filtered job (the README's example filter keeps about 1 candidate in 100)")
+    bench.add_argument("--labels-only", action="store_true",
+                       help="only plain vs annotated npy jobs, side by side, and the filtered job")
     bench.set_defaults(func=_bench)
 
     gpu = _command(commands, "bench-gpu", "check and measure the GPU path on one CUDA GPU (needs the gpu extra)")

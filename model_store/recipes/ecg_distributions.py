@@ -39,7 +39,8 @@ def measure_model(model_dir: Path, count: int, seed: int = 0, batch: int = 64) -
         drawn = noise.draw(manifest.noise_inputs, seed, start, min(batch, count - start))
         (raw,) = session.run([manifest.output.tensor], drawn)
         samples = postprocess.to_samples(raw, manifest.output, params)
-        measured += [ecg_measurements.measure(s, names, manifest.output.sampling_rate) for s in samples]  # type: ignore[union-attr]
+        rate = manifest.output.sampling_rate  # type: ignore[union-attr]
+        measured += [ecg_measurements.measure(sample, names, rate) for sample in samples]
     return measured
 
 

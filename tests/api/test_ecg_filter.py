@@ -14,6 +14,8 @@ import pytest
 
 from deepsynthbody.jobs import JobSpec
 from deepsynthbody.settings import Settings
+from model_store import distributions
+from model_store.recipes import ecg_distributions
 from tests.api.test_generate_ecg import download
 from tests.conftest import ECG
 from workers import ecg_filter, tasks
@@ -78,3 +80,18 @@ def test_bad_filters_are_refused_with_a_message(client: httpx.Client, where: dic
     response = client.post(ECG, json={"num_samples": 5, "where": where})
     assert response.status_code == 422, response.text
     assert message in response.text
+
+
+def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path, tmp_path: Path) -> None:
+    """The committed document is this recipe's output at 10,000 samples; CI builds a small one."""
+    document = ecg_distributions.build(ecg_model_dir, 24, tmp_path / "d.json")
+    assert json.loads((tmp_path / "d.json").read_text()) == document and document["samples"] == 24
+    heart_rate = document["measurements"]["heart_rate"]
+    assert heart_rate["unit"] == "bpm" and heart_rate["measurable"] == 1.0
+    quantiles = list(heart_rate["quantiles"].values())
+    assert quantiles == sorted(quantiles) and sum(heart_rate["histogram"]["counts"]) == 24
+    everything = {"heart_rate": (heart_rate["quantiles"]["0"], heart_rate["quantiles"]["100"])}
+    assert distributions.expected_acceptance(document, everything) == pytest.approx(1.0)
+    assert distributions.expected_acceptance(document, {"heart_rate": (None, quantiles[0] - 1)}) == 0
+    committed = json.loads(distributions.DOCUMENTS["pulse2pulse-ecg"].read_text())
+    assert set(committed["measurements"]) == set(document["measurements"])
