@@ -173,6 +173,7 @@ def banner(settings: Any, host: str, port: int) -> str:  # noqa: ANN401
     return "\n".join([
         "",
         f"DeepSynthBody is ready at {base}",
+        f"  in a browser:         {base}/  (pick a model, make samples, download them)",
         f"  interactive API docs: {base}/docs",
         f"  models:               curl {base}/models",
         f"  try:                  {example_request(settings, base)}",

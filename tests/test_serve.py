@@ -132,7 +132,7 @@ def data(tmp_path: Path, models: Path) -> Path:
 
 def test_first_start_says_where_to_go_and_nothing_else(first_start: FirstStart) -> None:
     url, out, err = first_start.serve.url, first_start.serve.out(), first_start.serve.err()
-    assert f"ready at {url}" in out and f"{url}/docs" in out
+    assert f"ready at {url}" in out and f"{url}/docs" in out and f"in a browser:         {url}/ " in out
     example = re.search(r"curl -X POST (\S+) -H 'content-type: application/json' -d '(\{.*\})'", out)
     assert example and example[1] == f"{url}{ECG}" and json.loads(example[2])["format"] == "wfdb", out
     assert not [line for line in err.splitlines() if "warn" in line.lower()], err
