@@ -23,7 +23,10 @@ def _image_grid(samples: np.ndarray, spec: ImageOutput, title: str) -> plt.Figur
     aspect = spec.height / spec.width
     fig, axes = plt.subplots(rows, len(samples), figsize=(2 * len(samples), 2 * rows * aspect + 0.6), squeeze=False)
     for i, sample in enumerate(samples):
-        axes[0][i].imshow(sample[..., colour])
+        if len(colour) == 1:  # a grey image: grey levels, not a colour map
+            axes[0][i].imshow(sample[..., colour[0]], cmap="gray", vmin=0, vmax=255)
+        else:
+            axes[0][i].imshow(sample[..., colour])
         axes[0][i].set_title(f"#{i}", fontsize=8)
         if spec.mask_channel:
             axes[1][i].imshow(sample[..., spec.channels.index(spec.mask_channel)], cmap="gray", vmin=0, vmax=255)

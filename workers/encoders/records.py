@@ -21,6 +21,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 def image_pair(sample: np.ndarray, spec: ImageOutput) -> tuple[bytes, bytes | None]:
     """PNG of the colour channels and, when the model has one, of the mask channel."""
     colour = sample[..., [spec.channels.index(c) for c in spec.color_channels]]
+    colour = colour[..., 0] if colour.shape[-1] == 1 else colour  # one grey channel: an 8-bit L PNG
     mask = sample[..., spec.channels.index(spec.mask_channel)] if spec.mask_channel else None
     return png_bytes(np.ascontiguousarray(colour)), (png_bytes(np.ascontiguousarray(mask)) if mask is not None else None)
 

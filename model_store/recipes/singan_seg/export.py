@@ -1,6 +1,6 @@
 """Export a trained SinGAN-Seg pyramid to ONE ONNX graph (opset 17).
 
-python -m model_store.recipes.singan_seg.export --checkpoint DIR/checkpoint.pt --out OUTDIR
+python -m model_store.recipes.singan_seg.export --checkpoint DIR/checkpoint.pt --out OUTDIR [--card card.json]
 
 Graph interface (a contract with the serving side):
   inputs  noise_0 .. noise_{K-1}: float32 (N, C, h_k, w_k), standard normal,
@@ -9,6 +9,9 @@ Graph interface (a contract with the serving side):
           reconstruction noise instead of noise_k.
   output  image: float32 (N, C, H, W) in [-1, 1]; channels R, G, B, mask (C = 4)
           or grey, mask (C = 2), as the training image had.
+
+The card spec (id, body system, licence, citations) defaults to card.json beside
+the training image the checkpoint was trained on.
 
 Writes OUTDIR/model.onnx, OUTDIR/export.json and the model card OUTDIR/manifest.json,
 and copies training.json and train_log.jsonl from the checkpoint's directory when they exist.
@@ -181,7 +184,13 @@ def copy_run_files(checkpoint: Path, out: Path) -> list[str]:
     return copied
 
 
-def export(checkpoint: Path, out: Path, allow_partial: bool = False) -> dict[str, Any]:
+def default_card_spec(checkpoint: Path) -> Path:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return Path(state["config"]["image"]).parent / card.CARD_SPEC
+
+
+def export(checkpoint: Path, out: Path, allow_partial: bool = False, card_spec: Path | None = None) -> dict[str, Any]:
+    spec = card.load_spec(card_spec or default_card_spec(checkpoint))
     pyramid = load_pyramid(checkpoint, allow_partial)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.onnx"
@@ -192,7 +201,7 @@ def export(checkpoint: Path, out: Path, allow_partial: bool = False) -> dict[str
     max_diff = check_parity(pyramid, model_path)
     (out / "export.json").write_text(json.dumps(description, indent=2) + "\n")
     copied = copy_run_files(checkpoint, out)
-    card.write(out, description)
+    card.write(out, description, spec)
     print(
         f"wrote {model_path} ({pyramid.num_scales} scales, image {description['image_size']}); "
         f"onnxruntime batch 3 max |onnx - torch| = {max_diff:.2e}; copied {copied or 'no run files'}"
@@ -205,10 +214,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--allow-partial", action="store_true", help="export a checkpoint from a run still in progress")
+    p.add_argument("--card", type=Path, help="card spec JSON (default: card.json beside the training image)")
     a = p.parse_args(argv)
     # The dynamo exporter logs one line per missing optional op library.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    export(a.checkpoint, a.out, a.allow_partial)
+    export(a.checkpoint, a.out, a.allow_partial, a.card)
 
 
 if __name__ == "__main__":
