@@ -16,6 +16,9 @@ FORMATS_BY_KIND: dict[str, tuple[str, ...]] = {
     "signal": ("wfdb", "csv", "asc", "npy", "json", "edf", "dicom", "pdf", "png"),
     "image": ("png", "npy", "json"),
 }
+# A signal's DICOM is a 12-lead ECG and its PNG or PDF the 12-lead printout: standard leads in uV, all 12 known.
+ECG_FORMATS = ("dicom", "pdf", "png")
+ECG_LEADS = frozenset({"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"})
 
 # Request fields every generation request has; a model's own parameters may not reuse them.
 RESERVED_FIELDS = frozenset({"num_samples", "seed", "format", "version", "model", "precision", "annotate", "where"})
@@ -211,6 +214,12 @@ class Manifest(_Strict):
         unsupported = [f for f in self.formats if f not in supported]
         if unsupported:
             raise ValueError(f"formats {unsupported} are not available for {self.output.kind} output; pick from {list(supported)}")
+        ecg_only = [f for f in self.formats if f in ECG_FORMATS]
+        if ecg_only and isinstance(self.output, SignalOutput):
+            known = set(self.output.channels) | {d.name for d in self.output.derived_channels}
+            if known != ECG_LEADS or self.output.unit != "uV":
+                raise ValueError(f"formats {ecg_only} are 12-lead ECG formats: the output's channels (with derived ones) "
+                                 f"must be the 12 standard leads in uV, not {sorted(known)} in {self.output.unit}")
         clashes = RESERVED_FIELDS & set(self.parameters)
         if clashes:
             raise ValueError(f"parameters {sorted(clashes)} clash with the request fields every model has")

@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pyedflib
 import pytest
+from pydantic import ValidationError
 from PIL import Image
 
 from deepsynthbody import sizes
@@ -201,3 +202,14 @@ def test_printout_header_shows_the_measurements() -> None:
     assert "Vent. rate   72 bpm" in shown and "QT/QTc Bazett   392/431 ms" in shown
     assert "P-R-T axes   52 31 --" in shown  # the T axis was not measurable
     assert "not requested" in _header_measurements(None)
+
+
+def test_only_ecg_outputs_offer_dicom_and_printouts() -> None:
+    eeg = {**MANIFEST_TEMPLATE["output"], "channels": ["Fp1", "Fp2"], "derived_channels": [], "channel_sets": {},
+           "channel_set_parameter": None}
+    for fmt in ("dicom", "pdf", "png"):
+        with pytest.raises(ValidationError, match="12-lead ECG formats"):
+            Manifest.model_validate({**MANIFEST_TEMPLATE, "sha256": "0" * 64, "output": eeg, "parameters": {},
+                                     "formats": ["npy", fmt]})
+    Manifest.model_validate({**MANIFEST_TEMPLATE, "sha256": "0" * 64, "output": eeg, "parameters": {},
+                             "formats": ["npy", "edf", "wfdb"]})  # any signal can be EDF+
