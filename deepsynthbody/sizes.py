@@ -2,7 +2,8 @@
 
 Every format's size is bounded by what its samples' shape allows: an int16 value is at most 6 characters
 ("-32768") as text; a PNG at most its raw rows plus deflate's worst case; a zip member at most its data plus
-fixed headers. So the API reserves a job's bound in the results' disk budget at submit (DSB_RESULTS_MAX_BYTES)
+fixed headers; EDF+ and DICOM files are their samples plus headers of known size. An ECG printout's page is
+bounded by the writer itself, which refuses a page above PRINTOUT_MAX_BYTES. So the API reserves a job's bound in the results' disk budget at submit (DSB_RESULTS_MAX_BYTES)
 and can never be surprised by a job larger than what it reserved. Checked against real archives of every format
 (tests/test_sizes.py). Imports nothing heavy: the API and the workers both may use it.
 """
