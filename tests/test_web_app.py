@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
@@ -127,8 +128,17 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
     records = {Path(n).stem for n in archive.namelist() if n.endswith(".hea")}
     assert len(records) == COUNT and {Path(n).stem for n in archive.namelist() if n.endswith(".dat")} == records
     assert len(manifest["files"]) == 2 * COUNT
+    link = page.get_by_role("link", name=re.compile("Download the archive"))
+    expect(link).to_have_text(re.compile(r"\(\.zip, [\d.]+ [KM]B\)$"))  # its size, from a HEAD request
+    shown, unit = re.search(r"([\d.]+) ([KM]B)", link.inner_text()).groups()
+    assert float(shown) * {"KB": 1e3, "MB": 1e6}[unit] == pytest.approx(Path(archive.filename).stat().st_size, rel=0.05)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="My jobs").click()
-    expect(page.get_by_role("link", name=job_id[:8])).to_be_visible()
+    page.get_by_role("link", name=job_id[:8]).click()
+    expect(page.locator("#progress-label")).to_have_text(f"{COUNT} of {COUNT} samples (100 %) · finished")
+    assert httpx.delete(f"{api_url}/jobs/{job_id}").status_code == 200  # its files go: the page says so, no button
+    page.reload()
+    expect(page.get_by_role("alert")).to_contain_text(f"the archive of job {job_id} is no longer stored")
+    expect(page.get_by_role("link", name=re.compile("Download the archive"))).to_have_count(0)
     assert outside == []
 
 

@@ -48,6 +48,23 @@ function filenameOf(response, fallback) {
   return match ? decodeURIComponent(match[1]) : fallback;
 }
 
+function humanBytes(bytes) {
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i += 1; }
+  return `${i ? bytes.toFixed(bytes < 10 ? 1 : 0) : bytes} ${units[i]}`;
+}
+
+/** The archive's size (HEAD), or an error in the API's words (its files were deleted, it expired). */
+async function archiveSize(job) {
+  const response = await fetch(job.links.result, { method: "HEAD", headers: authHeaders() });
+  if (!response.ok) {
+    const get = await fetch(job.links.result, { headers: { ...authHeaders(), Range: "bytes=0-0" } }); // HEAD has no body
+    throw await errorOf(get.ok ? response : get);
+  }
+  return humanBytes(Number(response.headers.get("content-length")));
+}
+
 function downloadLink(job) {
   const url = job.links.result;
   const link = el("a", { class: "button primary", href: url, download: "", id: "download" }, "Download the archive (.zip)");
@@ -155,7 +172,13 @@ export async function showJob(main, [jobId], signal) {
     }
     if (!recipeBox.firstChild) recipeBox.append(recipe(job, card));
     const buttons = [];
-    if (job.status === "finished") buttons.push(downloadLink(job));
+    if (job.status === "finished") {
+      const link = downloadLink(job);
+      buttons.push(link);
+      archiveSize(job).then((size) => { link.textContent = `Download the archive (.zip, ${size})`; }).catch((error) => {
+        if (!signal.aborted) link.replaceWith(el("p", { class: "error", role: "alert" }, error.message));
+      });
+    }
     if (job.status === "failed") buttons.push(el("p", { class: "error", role: "alert" }, `The job failed: ${job.error || "no reason given"}`));
     if (job.status === "canceled") buttons.push(el("p", { class: "error" }, "The job was canceled."));
     if (!ENDED.has(job.status)) {
