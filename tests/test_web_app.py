@@ -117,10 +117,13 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
     expect(canvas).to_have_attribute("aria-label", re.compile(r"^12-lead ECG, 10 s at 500 Hz: leads I, II, III, aVR"))
     expect(page.get_by_role("button", name=re.compile("^Sample "))).to_have_count(3)
     ink = canvas.evaluate("""c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                                    let dark = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 80) dark++; return dark; }""")
+                                    let dark = 0;
+                                    for (let i = 0; i < d.length; i += 4) if (d[i] < 80) dark++;
+                                    return dark; }""")
     assert ink > 2000, f"the ECG canvas has {ink} dark pixels: no traces drawn"
     recipe = _recipe(page)
-    assert recipe["num_samples"] == COUNT and recipe["leads"] == 12 and recipe["version"] == 2 and isinstance(recipe["seed"], int)
+    assert recipe["num_samples"] == COUNT and recipe["leads"] == 12 and recipe["version"] == 2
+    assert isinstance(recipe["seed"], int)
     assert "/generate/cardiovascular/ecg" in page.locator("#recipe-curl").inner_text()
     archive = _download(page, tmp_path)
     manifest = json.loads(archive.read("manifest.json"))
@@ -142,7 +145,8 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
     assert outside == []
 
 
-def test_twenty_gi_tract_pairs_from_the_catalog_to_the_archive(page: Page, api_url: str, worker: subprocess.Popen[bytes],
+def test_twenty_gi_tract_pairs_from_the_catalog_to_the_archive(page: Page, api_url: str,
+                                                               worker: subprocess.Popen[bytes],
                                                                outside: list[str], tmp_path: Path) -> None:
     page.goto(api_url + "/")
     page.get_by_role("link", name=re.compile("^gi-tract SinGAN-Seg")).click()
@@ -192,7 +196,8 @@ def test_with_keys_on_the_page_asks_once_and_keeps_the_key(settings: Settings,
         stop(process)
 
 
-def test_a_refused_request_says_why_in_the_apis_words(page: Page, api_url: str, worker: subprocess.Popen[bytes]) -> None:
+def test_a_refused_request_says_why_in_the_apis_words(page: Page, api_url: str,
+                                                      worker: subprocess.Popen[bytes]) -> None:
     page.goto(api_url + "/#/jobs/0123456789abcdef0123456789abcdef")
     expect(page.get_by_role("alert").last).to_contain_text("0123456789abcdef0123456789abcdef")
 

@@ -17,8 +17,8 @@ WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 ASSETS_PREFIX = "/web"
 # Everything the page loads comes from this service: a hospital network that blocks the internet loses nothing.
 # Sample images arrive as data: URLs, a downloaded archive as a blob: URL.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
-                           "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; style-src 'self'; "
+                           "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 
