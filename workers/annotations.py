@@ -35,7 +35,7 @@ def measurer(kind: str, ctx: EncodeContext, into: dict[int, dict[str, Any]] | No
              ) -> Callable[[np.ndarray, int], None]:
     """Measures a batch of samples into `ctx.measurements`, or `into` (kind: the manifest's `measurements`)."""
     if kind != "ecg":
-        raise ValueError(f"no measurements of kind {kind!r}")
+        raise ValueError(f"this model measures nothing (its manifest declares no measurements, kind {kind!r})")
     rate, names = ctx.output.sampling_rate, ctx.channel_names  # type: ignore[union-attr]
     target = ctx.measurements if into is None else into
 

@@ -128,8 +128,8 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
             _report(job, progress={"done": max(kept, start + len(batch) - first), "total": total})
 
         plan, selection, take = pipeline.batches(total, batch_size, first), None, consume
-        if spec.get("where") and entry.manifest.measurements:  # one chunk: its samples are found in candidate order
-            selection = ecg_filter.Selection(entry.manifest.measurements, ctx, spec["where"], total,
+        if spec.get("where"):  # one chunk: its samples are found in candidate order
+            selection = ecg_filter.Selection(entry.manifest.measurements or "", ctx, spec["where"], total,
                                              spec["candidate_budget"], consume)
             plan, take, measure = selection.plan(batch_size), selection.consume, selection.measure
         pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure)
