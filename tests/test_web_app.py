@@ -112,7 +112,14 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
     expect(page.get_by_role("heading", name="Cardiovascular")).to_be_visible()
     for system in ("Endocrine", "Skeletal", "Respiratory"):  # all 11 body systems, with models or without
         expect(page.get_by_text(system, exact=True)).to_be_visible()
-    job_id = _make(page, "^ecg DeepFake ECG", Leads="12")
+    page.get_by_role("link", name=re.compile("^ecg DeepFake ECG")).click()
+    (card,) = httpx.get(f"{api_url}/models/cardiovascular/ecg").json()
+    quantities = (card.get("measurements") or {}).get("quantities", {})  # what the model publishes of its samples
+    expect(page.locator("table.distributions tbody tr")).to_have_count(len(quantities))
+    expect(page.locator("table.distributions svg[role=img]")).to_have_count(len(quantities))
+    median = quantities["heart_rate"]["quantiles"]["50"]  # the ECG model publishes its measured distributions
+    expect(page.get_by_role("row", name=re.compile("^Heart rate"))).to_contain_text(f"{median:g} bpm")
+    job_id = _make(page, None, Leads="12")
     canvas = page.locator("canvas#ecg")
     expect(canvas).to_have_attribute("aria-label", re.compile(r"^12-lead ECG, 10 s at 500 Hz: leads I, II, III, aVR"))
     expect(page.get_by_role("button", name=re.compile("^Sample "))).to_have_count(3)

@@ -3,6 +3,7 @@
 import { getJSON, request } from "./api.js";
 import { label } from "./catalog.js";
 import { clear, el, notice, title } from "./dom.js";
+import { distributionsView } from "./distributions_view.js";
 import { drawECG } from "./ecg.js";
 import { firstSamples } from "./samples.js";
 import { bodyText, buildForm, openapi, requestSchema } from "./schema_form.js";
@@ -100,7 +101,8 @@ function cardView(card, signal) {
     el("ul", { class: "citations" }, card.citations.map((c) => el("li", {}, [
       c.text, c.doi ? [" ", el("a", { href: `https://doi.org/${c.doi}`, rel: "noopener" }, `doi:${c.doi}`)] : null,
     ].flat()))),
-    distributions.length ? el("details", { open: true }, [el("summary", {}, "Measured distributions"), ...distributions.map((d) => valueView(d))]) : null,
+    distributions.length ? el("details", { open: true }, [el("summary", {}, "Measured distributions"),
+      ...distributions.map((d) => distributionsView(d) || valueView(d))]) : null,
     training ? el("details", {}, [el("summary", {}, "How it was trained"), valueView(training)]) : null,
     el("details", {}, [el("summary", {}, "How it was made (provenance)"), valueView(made)]),
   ]);
