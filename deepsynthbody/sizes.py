@@ -33,6 +33,14 @@ DICOM_FIXED, DICOM_PER_CHANNEL, DICOM_PER_MEASUREMENT, DICOM_MEASUREMENTS = 4096
 PRINTOUT_MAX_BYTES = 512 * 1024
 
 
+def measurements_bound(output: SignalOutput, channels: int) -> int:
+    """One annotated ECG's measurements as JSON, and at most its labels.csv row or its WFDB annotation file
+    (workers/annotations.py): scalars, two amplitudes per lead, 8 fiducial points per beat, R peaks at least 0.3 s
+    apart (neurokit2's detector)."""
+    beats = math.ceil(output.length / (0.3 * output.sampling_rate)) + 1
+    return 1024 + channels * 2 * 32 + 8 * beats * 8
+
+
 def _png(height: int, width: int, channels: int) -> int:
     raw = height * (width * channels + 1)  # each row: a filter byte, then its pixels
     return raw + raw // 1000 + 64 + 12 * (raw // 65536 + 1) + 512  # deflate's worst case, chunks, PNG's other chunks
@@ -86,6 +94,11 @@ def archive_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, An
         raise ValueError(f"no size bound for {type(output).__name__}")
     if fmt not in per_format:
         raise ValueError(f"no size bound for format {fmt!r} of {manifest.id}")
+    if annotated and isinstance(output, SignalOutput):  # labels.csv, WFDB annotations, measurements in NDJSON
+        labelled = measurements_bound(output, len(output.channel_names(params)))
+        per_format[fmt] = per_format[fmt] + [(count * labelled, 1), (labelled, count if fmt == "wfdb" else 0)]
+        if fmt == "json":
+            per_format[fmt] = per_format[fmt] + [(count * labelled, 1)]
     total = ZIP_END + MANIFEST
     for size, how_many in per_format[fmt]:
         data = _deflated(size) if deflated else size
@@ -108,4 +121,8 @@ def job_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], 
     archive, which is built on the samples array itself) and its manifest.json beside them."""
     archive = archive_bound(manifest, fmt, count, params, deflated, annotated)
     shared = fmt == "npy" and not deflated
-    return archive + (0 if shared else samples_bound(manifest, count, params)) + MANIFEST + count * MANIFEST_PER_FILE
+    measured = 0  # an annotated job's per-sample measurements beside its samples, for /stream
+    if annotated and isinstance(manifest.output, SignalOutput):
+        measured = count * measurements_bound(manifest.output, len(manifest.output.channel_names(params)))
+    return (archive + (0 if shared else samples_bound(manifest, count, params)) + MANIFEST + count * MANIFEST_PER_FILE
+            + measured)

@@ -12,6 +12,8 @@ import httpx
 import numpy as np
 import wfdb
 
+from deepsynthbody import sizes
+from deepsynthbody.settings import Settings
 from tests.api.test_generate_ecg import LEADS_12, download
 from tests.conftest import CHUNK_SIZE, submit, wait_finished
 from workers.annotations import label_columns
@@ -24,10 +26,10 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def test_labels_csv_and_wfdb_annotations_hold_each_records_measurements(client: httpx.Client,
+def test_labels_csv_and_wfdb_annotations_hold_each_records_measurements(client: httpx.Client, settings: Settings,
                                                                          tmp_path: Path) -> None:
     count = CHUNK_SIZE + 10  # two chunks: labels.csv is joined from both, one header
-    _, archive, _ = download(client, {"num_samples": count, "seed": 7, "format": "wfdb", "leads": 12,
+    created, archive, _ = download(client, {"num_samples": count, "seed": 7, "format": "wfdb", "leads": 12,
                                       "annotate": True})
     archive.extractall(tmp_path)
     records = sorted(n.removesuffix(".hea") for n in archive.namelist() if n.endswith(".hea"))
@@ -56,6 +58,12 @@ def test_labels_csv_and_wfdb_annotations_hold_each_records_measurements(client: 
     assert section["fiducials"]["names"] == list(FIDUCIALS)
     assert "neurokit2" in section["method"]
     assert "labels.csv" in {f["name"] for f in manifest["files"]}
+    # what the disk budget reserved for them (deepsynthbody.sizes) holds
+    bound = sizes.measurements_bound(settings.model_store().resolve("cardiovascular", "ecg").manifest.output, 12)
+    assert archive.getinfo("labels.csv").file_size <= count * bound
+    assert all(archive.getinfo(n).file_size <= bound for n in archive.namelist() if n.endswith(".atr"))
+    per_sample = list((settings.jobs_dir / created["job_id"] / "measurements").iterdir())
+    assert len(per_sample) == count and all(p.stat().st_size <= bound for p in per_sample)
 
 
 def test_ndjson_lines_and_the_stream_carry_the_same_measurements(client: httpx.Client) -> None:
