@@ -143,7 +143,7 @@ def test_job_resource_reports_progress_and_timestamps(client: httpx.Client) -> N
     assert job["progress"] == {"done": 15, "total": 15}
     assert job["created_at"] and job["started_at"] and job["ended_at"]
     assert job["request"] == {"num_samples": 15, "seed": 3, "format": "npy", "leads": 8, "precision": "fp32",
-                              "model": "pulse2pulse-ecg", "version": 2}
+                              "model": "pulse2pulse-ecg", "version": 2, "annotate": False, "where": None}
     assert job["error"] is None and job["execution_provider"] == "CPUExecutionProvider"
 
 
