@@ -249,9 +249,18 @@ def test_a_phone_and_a_keyboard_are_enough(browser: Browser, api_url: str, worke
         expect(page.get_by_role("alert")).to_contain_text("seed")
         page.get_by_label("Seed").fill("7")
         page.get_by_label("Num Samples").fill("3")
+        # an object parameter (the ECG's filter per measurement) is a folded group of fields built from its schema
+        page.locator("details.field summary").filter(has_text=re.compile("^Where")).focus()
+        page.keyboard.press("Enter")
+        heart_rate = page.get_by_role("group", name=re.compile(r"^heart rate \(bpm\)"))
+        heart_rate.get_by_label("min").fill("40")
+        heart_rate.get_by_label("max").fill("150")
+        assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
         page.get_by_label("Num Samples").press("Enter")
         page.wait_for_url(re.compile(r"#/jobs/[0-9a-f]+$"))
         expect(page.locator("#progress-label")).to_have_text("3 of 3 samples (100 %) · finished")
+        recipe = json.loads(page.locator("#recipe-json").inner_text())
+        assert recipe["where"] == {"heart_rate": {"min": 40, "max": 150}} and recipe["seed"] == 7
         expect(page.locator("canvas#ecg")).to_be_visible()
         assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
         assert outside == []

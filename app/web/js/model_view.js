@@ -129,9 +129,14 @@ export async function showModel(main, [category, subcategory, modelId], signal) 
       fields = null;
       return;
     }
-    const before = fields ? fields.read() : {};
+    let before = {};
+    try {
+      before = fields ? fields.read() : {};
+    } catch {
+      /* a field that does not parse starts again from its default */
+    }
     const max = schema.properties.num_samples?.maximum ?? 100;
-    fields = buildForm(schema, { num_samples: Math.min(100, max), ...before });
+    fields = buildForm(doc, schema, { num_samples: Math.min(100, max), ...before });
     clear(fieldsBox, fields.element);
   };
   versionSelect?.addEventListener("change", render);

@@ -62,11 +62,103 @@ function limitsText(schema, nullable) {
   return parts.join("; ");
 }
 
+const huge = (v) => v !== undefined && Math.abs(v) > Number.MAX_SAFE_INTEGER;
+const words = (name) => name.replace(/_/g, " ");
+
+/**
+ * One control for one schema: a select (enum), a checkbox, a number or text input, a group of controls for an
+ * object (its properties, or one entry per allowed name of a map such as {"heart_rate": {"min", "max"}}), else a
+ * JSON text box. Returns { element, read() }; read() gives the value, or undefined when left empty.
+ */
+function control(doc, id, name, property, { required = false, start, top = false, caption } = {}) {
+  const { schema: unwrapped, nullable } = unwrap(property);
+  const s = resolve(doc, unwrapped);
+  const title = caption || property.title || (top ? s.title : null) || words(name);
+  // nested fields (the min and max of each measurement) say only what is their own: no repeated descriptions
+  const description = top ? property.description || s.description || "" : property.description || "";
+  const hintId = `${id}-hint`;
+  const limits = top || "minimum" in s || "maximum" in s || s.enum ? limitsText(s, nullable) : "";
+  const hint = description || limits ? el("p", { class: "hint", id: hintId }, [description, limits ? ` (${limits})` : ""].join("")) : null;
+  const described = hint ? hintId : undefined;
+  if (s.type === "object" || s.properties || s.additionalProperties) {
+    const entries = s.properties
+      ? Object.entries(s.properties).map(([key, sub]) => [key, sub, (s.required || []).includes(key)])
+      : (s.propertyNames && s.propertyNames.enum || []).map((key) => [key, s.additionalProperties, false]);
+    if (entries.length && entries.every(([, sub]) => sub && typeof sub === "object")) {
+      const unit = (key) => { // "heart_rate (bpm)" in the group's description names an entry's unit
+        const match = new RegExp(`\\b${key} \\(([^)]+)\\)`).exec(description);
+        return match ? `${words(key)} (${match[1]})` : undefined;
+      };
+      const children = entries.map(([key, sub, needed]) => [key, control(doc, `${id}-${key}`, key, sub,
+        { required: needed, start: start && start[key], caption: unit(key) })]);
+      const group = el("fieldset", { class: "group", id, "aria-describedby": described }, [
+        el("legend", {}, title), hint, ...children.map(([, c]) => c.element)]);
+      const read = () => {
+        const value = {};
+        for (const [key, child] of children) {
+          const v = child.read();
+          if (v !== undefined) value[key] = v;
+        }
+        return Object.keys(value).length ? value : undefined;
+      };
+      // a long group (a filter on every measurement) starts folded on the main form
+      const element = top && entries.length > 3
+        ? el("details", { class: "field" }, [el("summary", {}, `${title} (${entries.length} ${s.properties ? "fields" : "entries"}, all optional)`), group])
+        : group;
+      return { element, read };
+    }
+    const box = el("textarea", { id, name, rows: 3, "aria-describedby": described, placeholder: "JSON" },
+      start === undefined || start === null ? "" : JSON.stringify(start));
+    const read = () => {
+      const text = box.value.trim();
+      if (!text) return undefined;
+      try {
+        box.setCustomValidity("");
+        return JSON.parse(text);
+      } catch {
+        box.setCustomValidity(`${title}: not JSON`);
+        box.reportValidity();
+        throw new Error(`${title} is not JSON`);
+      }
+    };
+    return { element: el("div", { class: "field" }, [el("label", { for: id }, title), box, hint]), read };
+  }
+  let input;
+  let read;
+  if (s.enum) {
+    input = el("select", { id, name, "aria-describedby": described },
+      [nullable || !top ? el("option", { value: "" }, "(none)") : null,
+        ...s.enum.map((v) => el("option", { value: JSON.stringify(v), selected: v === start }, String(v)))]);
+    read = () => (input.value === "" ? undefined : JSON.parse(input.value));
+  } else if (s.type === "boolean") {
+    input = el("input", { id, name, type: "checkbox", checked: Boolean(start), "aria-describedby": described });
+    read = () => input.checked;
+  } else if (s.type === "integer" || s.type === "number") {
+    input = el("input", {
+      id, name, type: "number", inputmode: s.type === "integer" ? "numeric" : "decimal",
+      step: s.type === "integer" ? "1" : "any",
+      min: huge(s.minimum) ? undefined : s.minimum, max: huge(s.maximum) ? undefined : s.maximum,
+      value: start ?? "", required: !nullable && required, placeholder: nullable ? "optional" : undefined,
+      "aria-describedby": described,
+    });
+    read = () => {
+      if (input.value.trim() === "") return undefined;
+      return s.type === "integer" && /^\d+$/.test(input.value.trim()) && huge(Number(input.value))
+        ? input.value.trim() : Number(input.value); // a seed past 2^53 is sent as written (see bodyText)
+    };
+  } else {
+    input = el("input", { id, name, type: "text", value: start ?? "", required, "aria-describedby": described });
+    read = () => (input.value === "" ? undefined : input.value);
+  }
+  const label = el("label", { for: id }, top ? title : words(name));
+  return { element: el("div", { class: `field field-${s.type || "choice"}` }, [label, input, hint]), read };
+}
+
 /**
  * Fields for every property a caller chooses (not `model`/`version`, which the card's version picker sets).
- * Returns { element, read() } where read() gives the request body, or null when the browser finds a field invalid.
+ * Returns { element, read() } where read() gives the request body.
  */
-export function buildForm(schema, initial = {}) {
+export function buildForm(doc, schema, initial = {}) {
   const fields = [];
   const required = new Set(schema.required || []);
   const wrapper = el("div", { class: "fields" });
@@ -76,42 +168,10 @@ export function buildForm(schema, initial = {}) {
       if (required.has(name) && value !== null) fields.push({ name, read: () => value });
       continue;
     }
-    const { schema: s, nullable } = unwrap(property);
-    const id = `field-${name}`;
-    const hintId = `${id}-hint`;
-    const label = el("label", { for: id }, s.title || property.title || name);
-    const limits = limitsText(s, nullable);
-    const hint = el("p", { class: "hint", id: hintId }, [s.description || property.description || "", limits ? ` (${limits})` : ""].join(""));
-    const start = name in initial ? initial[name] : s.default;
-    let input;
-    let read;
-    if (s.enum) {
-      input = el("select", { id, name, "aria-describedby": hintId },
-        s.enum.map((v) => el("option", { value: JSON.stringify(v), selected: v === start }, String(v))));
-      read = () => JSON.parse(input.value);
-    } else if (s.type === "boolean") {
-      input = el("input", { id, name, type: "checkbox", checked: Boolean(start), "aria-describedby": hintId });
-      read = () => input.checked;
-    } else if (s.type === "integer" || s.type === "number") {
-      const huge = (v) => v !== undefined && Math.abs(v) > Number.MAX_SAFE_INTEGER;
-      input = el("input", {
-        id, name, type: "number", inputmode: s.type === "integer" ? "numeric" : "decimal",
-        step: s.type === "integer" ? "1" : "any",
-        min: huge(s.minimum) ? undefined : s.minimum, max: huge(s.maximum) ? undefined : s.maximum,
-        value: start ?? "", required: !nullable && required.has(name),
-        placeholder: nullable ? "empty: the service picks" : undefined, "aria-describedby": hintId,
-      });
-      read = () => {
-        if (input.value.trim() === "") return undefined;
-        return s.type === "integer" && /^\d+$/.test(input.value.trim()) && huge(Number(input.value))
-          ? input.value.trim() : Number(input.value); // a seed past 2^53 is sent as written (see raw numbers below)
-      };
-    } else {
-      input = el("input", { id, name, type: "text", value: start ?? "", required: required.has(name), "aria-describedby": hintId });
-      read = () => (input.value === "" ? undefined : input.value);
-    }
-    fields.push({ name, read });
-    wrapper.append(el("div", { class: `field field-${s.type || "choice"}` }, [label, input, hint]));
+    const start = name in initial ? initial[name] : unwrap(property).schema.default;
+    const field = control(doc, `field-${name}`, name, property, { required: required.has(name), start, top: true });
+    fields.push({ name, read: field.read });
+    wrapper.append(field.element);
   }
   return {
     element: wrapper,
