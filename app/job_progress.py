@@ -13,6 +13,11 @@ The stream (`text/event-stream`, one `event:` and one `data:` JSON line per mess
 - `end`: the whole job once it is finished, failed or canceled (its `links.result` is the archive), then the
   server closes the stream. An `EventSource` reconnects to a closed stream: close it on `end`;
 - `error`: `{"message"}` when the job can no longer be read (it expired, or Redis is unreachable); the stream ends.
+
+Keys: the stream is a /jobs route like the others (`Authorization: Bearer KEY`; another key's job is the 404 of an
+unknown one). A browser's `EventSource` cannot send that header, so it follows a job directly while keys are off;
+with keys on, a page reads the same stream with `fetch` and the header (the web app does). Keys are never taken
+from the query string: access logs, proxies and browser histories keep URLs.
 """
 
 from __future__ import annotations

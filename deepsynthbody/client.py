@@ -262,6 +262,9 @@ class Bar:
     def __call__(self, done: int, total: int) -> None:
         percent = min(100, 100 * done // total) if total else 100
         if self.tty:
+            if self.step == 100:  # drawn whole already
+                return
+            self.step = 100 if percent == 100 else -1
             filled = self.WIDTH * percent // 100
             self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}% "
                               f"{_amount(done, self.unit)}/{_amount(total, self.unit)}" + ("\n" if percent == 100 else ""))
