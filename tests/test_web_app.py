@@ -262,6 +262,10 @@ def test_a_phone_and_a_keyboard_are_enough(browser: Browser, api_url: str, worke
         recipe = json.loads(page.locator("#recipe-json").inner_text())
         assert recipe["where"] == {"heart_rate": {"min": 40, "max": 150}} and recipe["seed"] == 7
         expect(page.locator("canvas#ecg")).to_be_visible()
+        measured = page.get_by_label("Measurements of the sample shown")  # a filtered job is annotated
+        expect(measured).to_contain_text("heart rate")
+        heart_rate = float(re.search(r"heart rate\s+([\d.]+) bpm", measured.inner_text())[1])
+        assert 40 <= heart_rate <= 150
         assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
         assert outside == []
     finally:

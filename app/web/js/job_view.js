@@ -103,11 +103,22 @@ function previewView(job, card, signal) {
     const frame = el("div", { class: "ecg-frame", hidden: true, tabindex: 0, role: "region", "aria-label": "ECG drawing (scrolls sideways on narrow screens)" });
     const canvas = el("canvas", { role: "img", id: "ecg", "aria-label": "ECG" });
     frame.append(canvas);
-    section.append(picker, frame);
+    const measured = el("dl", { class: "facts measured", hidden: true, "aria-label": "Measurements of the sample shown" });
+    section.append(picker, frame, measured);
     let shown = 0;
     const show = (i) => {
       shown = i;
       drawECG(canvas, records[i], card.output.record_key);
+      const values = records[i].measurements; // an annotated job's lines carry each sample's measurements
+      measured.hidden = !values;
+      if (values) {
+        const units = (card.measurements && card.measurements.quantities) || {};
+        const numbers = Object.entries(values).filter(([, v]) => v === null || typeof v === "number"); // not per-lead lists
+        clear(measured, ...numbers.flatMap(([key, value]) => [
+          el("dt", {}, key.replace(/_/g, " ")),
+          el("dd", {}, value === null ? "not measurable" : `${Number(value).toLocaleString(undefined, { maximumFractionDigits: 1 })} ${(units[key] || {}).unit || ""}`),
+        ]));
+      }
       for (const b of picker.children) b.setAttribute("aria-pressed", String(Number(b.dataset.index) === i));
     };
     new ResizeObserver(() => records.length && show(shown)).observe(frame);
