@@ -98,6 +98,8 @@ class AnnotatedWriter:
         with self.labels.open("a", newline="") as out:
             out.write(rows.getvalue())
         self.inner.write(samples, start)
+        for index in range(start, start + len(samples)):  # written everywhere: a chunk's memory stays flat
+            del self.ctx.measurements[index]
 
     def _annotate(self, record: str, measured: dict[str, Any]) -> None:
         at, symbols = annotation(measured)
