@@ -95,3 +95,15 @@ def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path
     assert distributions.expected_acceptance(document, {"heart_rate": (None, quantiles[0] - 1)}) == 0
     committed = json.loads(distributions.DOCUMENTS["pulse2pulse-ecg"].read_text())
     assert set(committed["measurements"]) == set(document["measurements"])
+
+
+def test_the_model_card_shows_the_method_and_each_measurements_distribution(client: httpx.Client) -> None:
+    (card,) = client.get("/models/cardiovascular/ecg").json()
+    measurements = card["measurements"]
+    assert "neurokit2" in measurements["method"] and "10000 samples" in measurements["distribution_of"]
+    heart_rate = measurements["quantities"]["heart_rate"]
+    assert heart_rate["unit"] == "bpm" and set(heart_rate["quantiles"]) >= {"1", "50", "99"}
+    assert sum(heart_rate["histogram"]["counts"]) == 10000
+    assert "where" in client.get("/openapi.json").text
+    (gi_card,) = client.get("/models/digestive/gi-tract").json()
+    assert gi_card["measurements"] is None
