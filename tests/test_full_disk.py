@@ -59,7 +59,7 @@ def test_a_full_disk_fails_the_job_and_the_service_recovers(small_disk: Path, se
             job = wait_finished(client, job_id, timeout=120)
             assert job["status"] == "failed" and "disk filled up" in job["error"], job
             assert not (data / "jobs" / job_id).exists()  # its space given back
-            assert worker.is_running() and "worker process" not in serve.err()  # the worker lived on
+            assert worker.is_running() and "worker process" not in serve.err(), serve.err()[-12000:]  # it lived on
 
             filler = small_disk / "filler"
             _fill(filler)  # the disk full anyway (another program)
@@ -81,6 +81,6 @@ def test_a_full_disk_fails_the_job_and_the_service_recovers(small_disk: Path, se
             accepted.append(client.post(ECG, json={"num_samples": 2, "seed": 9, "format": "wfdb"}).json()["job_id"])
             for accepted_id in accepted:
                 assert wait_finished(client, accepted_id, timeout=60)["status"] == "finished", accepted_id
-            assert worker.is_running()
+            assert worker.is_running(), serve.err()[-12000:]
     finally:
         serve.stop()

@@ -38,7 +38,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
 from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
-from deepsynthbody import job_events, logs
+from deepsynthbody import job_events, logs, sizes
 from deepsynthbody.settings import get_settings
 from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, tasks
 
@@ -178,21 +178,58 @@ class GenerationWorker(SimpleWorker):
                 raise
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """A job taken while Redis refuses writes starts once it takes them again (it stays RQ's taken job)."""
+        """A job taken while Redis refuses writes starts once it takes them again (it stays RQ's taken job). One
+        whose bookkeeping Redis refuses midway (the disk filled up while it ran: its start, progress, success or
+        failure could not be recorded) goes back to the front of its queue once Redis takes writes again, and the
+        worker lives on: a job's output depends only on its request, so running it again changes no byte."""
+        self._wait_for_space(job)
+        self._wait_for_writes(job)
+        try:
+            super().execute_job(job, queue)
+        except ResponseError as exc:
+            if not tasks.refuses_writes(exc):
+                raise
+            self.log.warning("Worker %s: Redis refused job %s's bookkeeping (%s); it runs again once Redis takes "
+                             "writes", self.name, job.id, exc)
+            self._wait_for_writes(job)
+            execution = getattr(self, "execution", None)
+            self._queue_again(job, queue, execution if execution is not None and execution.job_id == job.id else None)
+            job_events.requeued(job, "Redis refused writes while it ran (a full disk)")
+            self.set_state(WorkerStatus.IDLE)
+
+    def _wait_for_space(self, job: Job) -> None:
+        """A job does not start on a disk below DSB_MIN_FREE_BYTES (the API refuses new jobs then, with 503): it
+        would fail for want of space another program took. It waits, still the worker's taken job, and starts
+        once space is back."""
+        settings, warned = get_settings(), False
+        while True:
+            try:
+                free = sizes.free_bytes(settings.data_dir)
+            except OSError:
+                return  # unreadable: the job says what is wrong when it writes
+            if free >= settings.min_free_bytes:
+                return
+            if not warned:
+                self.log.warning("Worker %s: the data dir's disk is almost full (%d bytes free, DSB_MIN_FREE_BYTES = "
+                                 "%d); job %s starts once space is back", self.name, free, settings.min_free_bytes,
+                                 job.id)
+                warned = True
+            time.sleep(self.REFUSED_WRITES_WAIT_SECONDS)
+
+    def _wait_for_writes(self, job: Job) -> None:
         warned = False
         while True:
             try:
                 super().heartbeat()  # a write
-                break
+                return
             except ResponseError as exc:
                 if not tasks.refuses_writes(exc):
                     raise
                 if not warned:
-                    self.log.warning("Worker %s: Redis refuses writes (%s); job %s starts once it takes them again",
+                    self.log.warning("Worker %s: Redis refuses writes (%s); job %s goes on once it takes them again",
                                      self.name, exc, job.id)
                     warned = True
                 time.sleep(self.REFUSED_WRITES_WAIT_SECONDS)
-        super().execute_job(job, queue)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's TTL is the whole job timeout; the job heartbeats, so use the forking worker's short one.

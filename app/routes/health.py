@@ -7,9 +7,7 @@ with short socket timeouts and no retries, and a check that takes longer is repo
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +26,7 @@ from rq.serializers import JSONSerializer
 from app.deps import SettingsDep, StoreDep
 from app.errors import redis_write_refusal
 from app.schemas import NotReady, Readiness
+from deepsynthbody import sizes
 from deepsynthbody.settings import Settings
 from workers.heartbeat import LIVE_SECONDS
 
@@ -126,11 +125,8 @@ def _check_redis(redis: Redis, settings: Settings, checks: dict[str, Any], probl
 
 
 def _check_disk(settings: Settings, checks: dict[str, Any], problems: list[str]) -> None:
-    where = Path(settings.data_dir).resolve()
-    while not where.exists() and where != where.parent:  # the data dir itself is made by the first job
-        where = where.parent
     try:
-        free = shutil.disk_usage(where).free
+        free = sizes.free_bytes(settings.data_dir)
     except OSError as exc:
         checks["disk"] = f"unreadable: {exc.strerror}"
         problems.append(f"the data dir's file system cannot be read ({exc.strerror})")
