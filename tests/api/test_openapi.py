@@ -123,7 +123,7 @@ REFUSED = [  # bodies the service refuses (404 or 422): each must fail the docum
     (ECG, {"num_samples": 1, "seed": -1}),
     (ECG, {"num_samples": 1, "seed": 2**63}),
     (ECG, {"num_samples": 1, "format": "mp3"}),
-    (ECG, {"num_samples": 1, "format": "png"}),
+    (ECG, {"num_samples": 1, "format": "tiff"}),  # a format no ECG model offers
     (ECG, {"num_samples": 1, "leads": 10}),
     (ECG, {"num_samples": 1, "leads": "12"}),
     (ECG, {"num_samples": 1, "colour": "red"}),
