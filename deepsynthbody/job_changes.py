@@ -13,6 +13,7 @@ import logging
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq.exceptions import DeserializationError
 from rq.job import Job
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,11 @@ def channel(queue: str) -> str:
 
 def request_id(job: Job) -> str:
     """The request's job id of an RQ job: its own, or a chunk's request's (`spec["job_id"]`)."""
-    spec = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
+    try:
+        args = job.args
+    except DeserializationError:  # a job whose data is not ours (refused unrun): its own id
+        return job.id
+    spec = args[0] if args and isinstance(args[0], dict) else {}
     return str(spec.get("job_id") or job.id)
 
 
