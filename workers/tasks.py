@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -142,6 +144,8 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
     """Join the chunks' parts into the archive, whatever workers made them: the bytes are the same."""
     entry = settings.model_store().get(spec["model_id"], spec["model_version"])
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
+    if paths.archive.exists():  # an earlier try finished it (it is renamed into place whole), then its worker died
+        return _finished_before(paths, job)
     member_zips = sorted(paths.parts.glob(f"*{MEMBER_ZIP}"))
     in_place, bundles = None, []
     if spec["format"] == "npy":
@@ -162,6 +166,16 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
                                        finished_at),
                              settings.archive_compression, in_place)
     _report(job, finished_at=finished_at)  # the status's ended_at: the manifest's finished_at
+    shutil.rmtree(paths.parts, ignore_errors=True)
+    return {"archive": paths.archive.name, "files": len(manifest["files"])}
+
+
+def _finished_before(paths: JobPaths, job: Job | None) -> dict[str, Any]:
+    """The archive step run again after a try that wrote the whole archive, and maybe removed the chunks' parts,
+    but died before RQ heard it had finished: the archive stands as it is (the same bytes a new one would have)."""
+    with zipfile.ZipFile(paths.archive) as done:
+        manifest = json.loads(done.read("manifest.json"))
+    _report(job, finished_at=manifest["finished_at"])
     shutil.rmtree(paths.parts, ignore_errors=True)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
 

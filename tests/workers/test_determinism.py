@@ -70,3 +70,20 @@ def test_stored_and_deflated_npy_archives_hold_the_same_array(settings: Settings
         assert (job / "samples.npy").samefile(job / "result.zip") == (compression == "stored")
     assert members["stored"] == members["deflated"]
     assert np.load(io.BytesIO(members["stored"])).shape == (9, 5000, 12)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "wfdb"])
+def test_an_archive_step_run_again_after_it_finished_keeps_the_archive(settings: Settings, ecg_model_dir: Path,
+                                                                       fmt: str) -> None:
+    """A worker killed after the archive step wrote the archive and removed the chunks' parts, before RQ heard the
+    step had finished: RQ runs the step again, which finds the archive whole and keeps it (found by the chaos test:
+    it failed, the parts being gone)."""
+    spec = JobSpec(job_id=f"archive-again-{fmt}", model_id="pulse2pulse-ecg", model_version=1, num_samples=6,
+                   seed=5, format=fmt, params={"leads": 8}, precision="fp32", request={}, chunks=[(0, 3), (3, 6)])
+    chunks = [tasks.run_chunk(spec, index, settings) for index in range(2)]
+    first = tasks.assemble(spec, settings, None, chunks)
+    job = settings.jobs_dir / spec["job_id"]
+    written = (job / "result.zip").read_bytes()
+    assert not (job / "parts").exists()
+    assert tasks.assemble(spec, settings, None, chunks) == first
+    assert (job / "result.zip").read_bytes() == written
