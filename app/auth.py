@@ -3,7 +3,7 @@
 An ASGI middleware, so every route (the generate route takes the bare Request) gets `request.state.caller`, and a
 request without a valid key is answered 401 before routing. A presented key is hashed (sha256) and its record
 read by that hash in one Redis round trip, which also records its last use and counts its requests this second
-(`deepsynthbody.keys.AUTHENTICATE`); the stored hash is compared with `hmac.compare_digest`. Nothing is cached:
+(`deepsynthbody.core.keys.AUTHENTICATE`); the stored hash is compared with `hmac.compare_digest`. Nothing is cached:
 a revoked key is refused on its next request. With `DSB_AUTH=off` every caller is `anonymous`, an admin.
 """
 
@@ -21,9 +21,9 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import RETRY_AFTER_SECONDS, error_response
-from deepsynthbody import keys
-from deepsynthbody.keys import Caller
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import keys
+from deepsynthbody.core.keys import Caller
+from deepsynthbody.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from fastapi import Depends, Path, Request
 from redis import Redis
 
 from app.errors import echo
-from deepsynthbody.errors import NotFound
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.errors import NotFound
+from deepsynthbody.core.settings import Settings
 from model_store.store import ModelStore
 
 

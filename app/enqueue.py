@@ -18,9 +18,9 @@ from fastapi.concurrency import run_in_threadpool
 from redis.client import Pipeline
 from rq import Queue, Retry
 
-from deepsynthbody import clock, job_events
-from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobSpec, chunk_job_ids
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import clock, job_events
+from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobSpec, chunk_job_ids
+from deepsynthbody.core.settings import Settings
 
 RETRIES = 2  # a job whose worker died is run again, at most this often
 Owner = dict[str, str]  # a job's `meta["owner"]`: {"key_id": ..., "name": ...}

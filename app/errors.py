@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas import ErrorBody, ValidationErrorBody
-from deepsynthbody.errors import ServiceError
+from deepsynthbody.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Following a job without polling Redis: `GET /jobs/{id}/events` (Server-Sent Events) and `GET /jobs/{id}?wait=`.
 
 Each API process holds one Redis subscription (`JobChanges`) to the channel the workers and the API publish a
-request's job id on whenever they write its progress or state (`deepsynthbody.job_changes`). A waiting request
+request's job id on whenever they write its progress or state (`deepsynthbody.core.job_changes`). A waiting request
 registers an `asyncio.Event` under its job id; a message sets the events of that id, and only then does a waiting
 request read the job again (one read per change, not per interval). A message can be lost (the subscription was
 reconnecting): every waiter also reads again after `REREAD_SECONDS` without one, and an event stream sends an SSE
@@ -32,8 +32,8 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.requests import Request
 
 from app.schemas import JobPublic, JobState
-from deepsynthbody.errors import ServiceError
-from deepsynthbody.job_changes import channel
+from deepsynthbody.core.errors import ServiceError
+from deepsynthbody.core.job_changes import channel
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.schemas import JobLinks, JobPublic, JobState, ModelRef, Progress
-from deepsynthbody.errors import NotFound
-from deepsynthbody.jobs import JobPaths, JobSpec, chunk_job_ids
+from deepsynthbody.core.errors import NotFound
+from deepsynthbody.core.jobs import JobPaths, JobSpec, chunk_job_ids
 
 _STATES = {
     JobStatus.CREATED: JobState.queued,
@@ -119,7 +119,7 @@ class JobView:
 
     @property
     def created_at(self) -> datetime | None:
-        """When the API accepted the request, on Redis's clock (`deepsynthbody.clock`), recorded in its jobs'
+        """When the API accepted the request, on Redis's clock (`deepsynthbody.core.clock`), recorded in its jobs'
         meta; for jobs enqueued without it, its first RQ job's creation (a chunked request's chunk jobs are
         created before its archive job)."""
         parts = [self.job, *self.chunks]

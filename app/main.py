@@ -10,14 +10,15 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from app import docs, errors, metrics
-from app.enqueue import Enqueuer
 from app.auth import Authenticate
+from app.enqueue import Enqueuer
 from app.middleware import BodyLimits, StripTrailingSlash
 from app.openapi import OpenAPIDocument
 from app.routes import admin, contributions, health, jobs, models, web
 from app.routes.generate import make_router
 from deepsynthbody import __version__
-from deepsynthbody.settings import Settings, get_settings
+from deepsynthbody.core.settings import Settings, get_settings
+from model_store.store import open_store
 
 DESCRIPTION = (
     "Deep generative models of synthetic medical data, organised by body system. "
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not settings.redis_url:
         raise RuntimeError("set DSB_REDIS_URL (or REDIS_URL), or run `deepsynthbody serve`, which starts a private Redis")
-    store = settings.model_store()
+    store = open_store(settings)
     # no redirects for a trailing slash: StripTrailingSlash serves `/models/` as `/models`
     app = docs.application(title="DeepSynthBody", version=__version__, description=DESCRIPTION, redirect_slashes=False)
     app.state.settings = settings

@@ -9,7 +9,7 @@ Two kinds of numbers, so that any API process, on any host, gives a correct answ
   answers for all of them. Prometheus scrapes each host; sum over instances.
 - The queue, jobs by state, live workers, samples generated and job times come from Redis when `/metrics` is
   scraped (RQ's queue, registries and worker registrations; the hash the workers add to on each finished job,
-  `deepsynthbody.job_events`): every process of every host says the same, so take one instance's (or `max`).
+  `deepsynthbody.core.job_events`): every process of every host says the same, so take one instance's (or `max`).
 
 The middleware is plain ASGI: one counter increment and one histogram observation per request, on children of
 the metrics cached by label values. A route is named by its template (`/jobs/{job_id}`), never by the raw path,
@@ -37,14 +37,20 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.registry import (CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry,
-                         ScheduledJobRegistry, StartedJobRegistry)
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 from rq.utils import utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from starlette.routing import Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deepsynthbody import job_events
+from deepsynthbody.core import job_events
 from workers.heartbeat import LIVE_SECONDS  # RQ only: as app.routes.health
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -144,7 +144,7 @@ class KeyCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, name: str) -> str:  # a 422 like every other bad field (it answered ErrorBody's string detail)
-        from deepsynthbody.keys import BadKeyRequest, check_name
+        from deepsynthbody.core.keys import BadKeyRequest, check_name
 
         try:
             return check_name(name)

@@ -21,8 +21,8 @@ from redis import Redis
 
 from app import job_views
 from app.schemas import JobState
-from deepsynthbody.jobs import JobPaths
-from deepsynthbody.samples_file import SamplesFile
+from deepsynthbody.core.jobs import JobPaths
+from deepsynthbody.core.samples_file import SamplesFile
 from model_store.manifest import ImageOutput, SignalOutput
 from model_store.store import ModelStore
 from workers.encoders.records import line

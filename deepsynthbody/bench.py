@@ -24,9 +24,10 @@ import httpx
 import numpy as np
 import psutil
 
-from deepsynthbody import processes
-from deepsynthbody.embedded_redis import EmbeddedRedis, free_port
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import processes
+from deepsynthbody.core.embedded_redis import EmbeddedRedis, free_port
+from deepsynthbody.core.settings import Settings
+from model_store.store import open_store
 
 ECG = "/generate/cardiovascular/ecg"
 FORMATS = ("npy", "wfdb", "csv", "asc", "json")
@@ -289,7 +290,7 @@ async def _latencies_under_load(url: str, clients: int, per_client: int, path: s
 def _copy_models(settings: Settings, data_dir: Path) -> None:
     from model_store.build import build
 
-    build(settings.model_store())
+    build(open_store(settings))
     shutil.copytree(settings.installed_models_dir, data_dir / "models", dirs_exist_ok=True)
 
 
@@ -304,7 +305,7 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
     try:
         data = base / "data"
         _copy_models(settings, data)
-        store = Settings(data_dir=data).model_store()
+        store = open_store(Settings(data_dir=data))
         served = store.resolve("cardiovascular", "ecg")  # the version a request gets unless it names one
         model_path = served.artifact_path
         print(f"model: {served.manifest.key} ({served.manifest.provenance.get('form', 'as published')})", flush=True)

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
+from model_store.store import open_store
 
 MODEL_ID = "pulse2pulse-ecg"
 
@@ -75,7 +76,7 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
 
     report = Report(out)
     settings = Settings()
-    store = settings.model_store()
+    store = open_store(settings)
     entry = store.get(MODEL_ID, version) if version else store.resolve("cardiovascular", "ecg", MODEL_ID)
     pinned = {"version": entry.manifest.version}  # every request of the end-to-end rows asks for this version
     print(f"model {MODEL_ID} version {entry.manifest.version}", flush=True)

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from model_store.store import open_store
+
 log = logging.getLogger("deepsynthbody")
 
 
@@ -33,13 +35,13 @@ def _build_missing(settings) -> None:  # noqa: ANN001 - Settings, imported lazil
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from deepsynthbody.keys import resolve_auth
+    from deepsynthbody.core.keys import resolve_auth
 
     resolve_auth(args.host)  # DSB_AUTH's default depends on the address
 
     from app.metrics import shared_by_processes
-    from deepsynthbody.logs import uvicorn_config
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.logs import uvicorn_config
+    from deepsynthbody.core.settings import get_settings
 
     with shared_by_processes(args.processes):  # the processes' request metrics, in one directory
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes,
@@ -47,24 +49,24 @@ def _api(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.settings import get_settings
     from workers.worker import run
 
     run(args.queues or [get_settings().queue], num_workers=args.workers, burst=args.burst)
 
 
 def _models_build(args: argparse.Namespace) -> None:
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.settings import get_settings
     from model_store.build import build
 
-    built = build(get_settings().model_store(), force=args.force)
+    built = build(open_store(get_settings()), force=args.force)
     print("\n".join(map(str, built)) or "every recipe's model is installed already (use --force to rebuild)")
 
 
 def _models_list(args: argparse.Namespace) -> None:
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.settings import get_settings
 
-    for entry in get_settings().model_store().entries():
+    for entry in open_store(get_settings()).entries():
         m = entry.manifest
         print(f"{m.category}/{m.subcategory}\t{m.id}:{m.version}\t{m.output.kind}\t{','.join(m.formats)}\t{entry.directory}")
 
@@ -86,24 +88,24 @@ def _models_validate(args: argparse.Namespace) -> None:
 
 
 def _models_add(args: argparse.Namespace) -> None:
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.settings import get_settings
 
     if not _report_problems(args.path):
         raise SystemExit(f"{args.path} was not added: fix the errors above (`deepsynthbody models validate` checks again)")
-    entry = get_settings().model_store().install(Path(args.path))
+    entry = open_store(get_settings()).install(Path(args.path))
     m = entry.manifest
     print(f"added {m.id} version {m.version} under {m.category}/{m.subcategory} at {entry.directory}")
 
 
 def _models_preview(args: argparse.Namespace) -> None:
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.settings import get_settings
     from workers.preview import render
 
     category, _, subcategory = args.model.partition("/")
     if not subcategory:
         raise CommandError(f"name the model as CATEGORY/SUBCATEGORY (e.g. cardiovascular/ecg), not {args.model!r}")
     settings = get_settings()
-    store = settings.model_store()
+    store = open_store(settings)
     _build_recipe_models(store, category, subcategory)
     entry = store.resolve(category, subcategory, version=args.version)
     params = _checked_params(entry.manifest, args)
@@ -288,7 +290,7 @@ def parser() -> argparse.ArgumentParser:
                          help="a model parameter, NAME=VALUE, e.g. leads=12 (repeatable; the model card lists them)")
     _data_dir(preview)
     preview.set_defaults(func=_models_preview)
-    from deepsynthbody.keys import add_commands as add_keys_commands
+    from deepsynthbody.keys_commands import add_commands as add_keys_commands
 
     add_keys_commands(commands, _command, _count, _data_dir)
     from deepsynthbody.client_commands import add_commands as add_client_commands
@@ -302,7 +304,7 @@ class CommandError(Exception):
 
 
 def _one_line(exc: BaseException) -> str:
-    from deepsynthbody.errors import ServiceError
+    from deepsynthbody.core.errors import ServiceError
 
     if isinstance(exc, ServiceError):
         extra = "; ".join(f"{key}: {_plain(value)}" for key, value in exc.details.items())
@@ -322,7 +324,7 @@ def _plain(value: object) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from deepsynthbody.logs import configure
+    from deepsynthbody.core.logs import configure
 
     configure(args.log_level)  # text, or JSON lines (DSB_LOG_FORMAT)
     _apply(args)
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line; the traceback is at DEBUG
-        from deepsynthbody.errors import ServiceError
+        from deepsynthbody.core.errors import ServiceError
 
         log.debug("%s failed", args.command, exc_info=True)
         expected = isinstance(exc, CommandError | ServiceError)

@@ -4,12 +4,12 @@ Before anything starts, `serve` takes its port (the socket the API will serve on
 Redis, an exclusive lock on its data dir: a second `serve` on a busy port or on a data dir in use says what
 to do in one line and starts nothing (a second Redis on the same append-only file would corrupt it).
 
-The private Redis listens on loopback and requires a password (`deepsynthbody.embedded_redis`); every process
+The private Redis listens on loopback and requires a password (`deepsynthbody.core.embedded_redis`); every process
 `serve` starts gets its URL in DSB_REDIS_URL. `serve` starts one `deepsynthbody worker` process per worker and
-watches them and Redis (`deepsynthbody.processes.Supervisor`): one that dies is started again, and a dead
+watches them and Redis (`deepsynthbody.supervisor.Supervisor`): one that dies is started again, and a dead
 worker's job runs again at once.
 
-Its children run in sessions of their own (`deepsynthbody.processes`), so Ctrl-C reaches `serve` alone,
+Its children run in sessions of their own (`deepsynthbody.core.processes`), so Ctrl-C reaches `serve` alone,
 which stops them in order: the API, then the workers (a running job is interrupted at its next batch and
 goes back on the queue), then Redis. A second Ctrl-C kills the workers at once; what they were running
 runs again on the next start. Holding the data dir's lock, `serve` knows no worker of its private Redis is
@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from model_store.store import open_store
 
 log = logging.getLogger("deepsynthbody")
 
@@ -142,7 +144,7 @@ def build_missing(settings: Any) -> None:  # noqa: ANN401 - Settings, imported l
     """Export the models whose recipes live here and are not installed yet: one log line per model."""
     from model_store.build import build, missing
 
-    store = settings.model_store()
+    store = open_store(settings)
     todo = missing(store)
     if not todo:
         return
@@ -158,7 +160,7 @@ def build_missing(settings: Any) -> None:  # noqa: ANN401 - Settings, imported l
 
 def example_request(settings: Any, base: str) -> str:  # noqa: ANN401
     """One request a newcomer can paste: the ECG when it is installed, else the first model there is."""
-    entries = settings.model_store().entries()
+    entries = open_store(settings).entries()
     preferred = [e for e in entries if (e.manifest.category, e.manifest.subcategory) == ("cardiovascular", "ecg")]
     entry = (preferred or entries or [None])[0]
     if entry is None:
@@ -187,10 +189,11 @@ def banner(settings: Any, host: str, port: int) -> str:  # noqa: ANN401
 def run(host: str, port: int, num_workers: int) -> None:
     import uvicorn
 
-    from deepsynthbody import logs, processes
-    from deepsynthbody.embedded_redis import EmbeddedRedis
-    from deepsynthbody.keys import resolve_auth
-    from deepsynthbody.settings import Settings
+    from deepsynthbody.core import logs
+    from deepsynthbody.core.embedded_redis import EmbeddedRedis
+    from deepsynthbody.core.keys import resolve_auth
+    from deepsynthbody.core.settings import Settings
+    from deepsynthbody.supervisor import Supervisor
 
     resolve_auth(host)  # DSB_AUTH's default depends on the address: before any settings are read
     settings = Settings()
@@ -204,7 +207,7 @@ def run(host: str, port: int, num_workers: int) -> None:
     signals = _Signals()
     signals.install()
     redis_server = None
-    supervisor: processes.Supervisor | None = None
+    supervisor: Supervisor | None = None
     server = None
     try:
         if lock is not None:
@@ -215,7 +218,7 @@ def run(host: str, port: int, num_workers: int) -> None:
         build_missing(Settings())
         if num_workers and "DSB_ORT_THREADS" not in os.environ:
             os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))
-        supervisor = processes.Supervisor([sys.executable, "-m", "deepsynthbody", "worker"], num_workers,
+        supervisor = Supervisor([sys.executable, "-m", "deepsynthbody", "worker"], num_workers,
                                           redis_server.url if redis_server else str(settings.redis_url),
                                           settings.queue, redis_server).start()
         ready = banner(Settings(), host, port)

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deepsynthbody.errors import Conflict, NotFound, ServiceError
+from deepsynthbody.core.errors import Conflict, NotFound, ServiceError
 from model_store.store import ModelStore, load_manifest
 from model_store.uploads import MAX_MEMBERS, unpack
 

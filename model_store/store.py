@@ -13,7 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from deepsynthbody.errors import Conflict, ModelInvalid, NotFound
+from deepsynthbody.core.errors import Conflict, ModelInvalid, NotFound
+from deepsynthbody.core.settings import Settings
 from model_store.catalog import BODY_SYSTEMS
 from model_store.manifest import MANIFEST_FILE, Manifest
 
@@ -170,3 +171,8 @@ class ModelStore:
 def _available(catalog: dict[str, dict[str, list[ModelEntry]]]) -> dict[str, list[str]]:
     return {system: sorted(subs) for system, subs in catalog.items()}
 
+
+def open_store(settings: Settings) -> ModelStore:
+    """The store a service's settings name, searched in this order: the data dir's installed models,
+    DSB_MODEL_DIRS, then the models bundled with the code."""
+    return ModelStore([settings.installed_models_dir, *settings.model_dirs, BUNDLED_ROOT])

@@ -26,8 +26,8 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepsynthbody import keys  # noqa: E402
-from deepsynthbody.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from deepsynthbody.core import keys  # noqa: E402
+from deepsynthbody.core.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 
 ECG = "/generate/cardiovascular/ecg"
 

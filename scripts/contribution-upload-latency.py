@@ -21,7 +21,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.helpers.tiny_model import make_model
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.store import open_store
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepsynthbody.settings import Settings  # noqa: E402
+from deepsynthbody.core.settings import Settings  # noqa: E402
 from model_store.build import build  # noqa: E402
 from workers import archive, noise, runtime  # noqa: E402
 from workers.encoders import ENCODERS, EncodeContext  # noqa: E402
@@ -40,8 +42,8 @@ def per_call(step: Callable[[], object], seconds: float = 3.0) -> float:
 
 def main() -> None:
     settings = Settings(ort_threads=1)
-    build(settings.model_store())
-    entry = settings.model_store().resolve("cardiovascular", "ecg")
+    build(open_store(settings))
+    entry = open_store(settings).resolve("cardiovascular", "ecg")
     model = runtime.load(entry, settings)
     params = {"leads": 8}
     inputs = noise.draw(entry.manifest.noise_inputs, 1, 0, BATCH)

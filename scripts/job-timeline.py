@@ -25,8 +25,8 @@ from rq.serializers import JSONSerializer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepsynthbody import bench  # noqa: E402
-from deepsynthbody.jobs import chunk_job_id  # noqa: E402
-from deepsynthbody.settings import Settings  # noqa: E402
+from deepsynthbody.core.jobs import chunk_job_id  # noqa: E402
+from deepsynthbody.core.settings import Settings  # noqa: E402
 
 
 def timeline(client: httpx.Client, redis: Redis, fmt: str, n: int, sink: Path) -> None:

@@ -17,10 +17,11 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from deepsynthbody.embedded_redis import EmbeddedRedis, free_port
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.embedded_redis import EmbeddedRedis, free_port
+from deepsynthbody.core.settings import Settings
 from model_store.build import build
 from model_store.manifest import MANIFEST_FILE
+from model_store.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ECG = "/generate/cardiovascular/ecg"
@@ -59,8 +60,8 @@ def settings(redis_url: str, data_dir: Path, extra_models: Path) -> Settings:
 @pytest.fixture(scope="session")
 def ecg_model_dir(settings: Settings) -> Path:
     """The ECG model exported by its recipe, once per session (a few seconds)."""
-    build(settings.model_store())
-    return settings.model_store().resolve("cardiovascular", "ecg").directory
+    build(open_store(settings))
+    return open_store(settings).resolve("cardiovascular", "ecg").directory
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.enqueue import RETRIES
-from deepsynthbody.embedded_redis import url_for_data_dir
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.embedded_redis import url_for_data_dir
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, wait_for
 from tests.test_serve import Serve
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, environment
 
 

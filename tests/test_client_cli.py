@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepsynthbody.embedded_redis import free_port
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.embedded_redis import free_port
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, environment, wait_for
 from tests.helpers.auth_api import new_key, start_api, stop
 

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, wait_finished, wait_for
 from tests.test_serve import Serve
 

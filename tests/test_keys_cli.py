@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from deepsynthbody import keys
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import keys
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, answers, wait_for
 from tests.helpers.auth_api import start_api, stop
 from tests.test_serve import Serve

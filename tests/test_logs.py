@@ -20,7 +20,7 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, ROOT, environment, wait_finished, wait_for
 from tests.helpers.auth_api import client, new_key, start_api, stop
 
@@ -124,7 +124,7 @@ def test_a_dead_workers_job_run_again_is_logged_as_requeued(
         wait_for(lambda: http.get(f"/jobs/{job_id}").json()["progress"]["done"] > 0, 60, "the job to run")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        with caplog.at_level(logging.INFO, logger="deepsynthbody.jobs"):
+        with caplog.at_level(logging.INFO, logger="deepsynthbody.core.jobs"):
             assert recovery.worker_gone(redis, [own.queue], name=name) == [job_id]
         (line,) = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
         assert (line.state, line.owner) == ("requeued", owner) and "its worker died" in line.getMessage()

@@ -11,8 +11,8 @@ import neurokit2 as nk
 import numpy as np
 import torch
 
-from deepsynthbody.jobs import JobSpec
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.jobs import JobSpec
+from deepsynthbody.core.settings import Settings
 from workers import tasks
 
 COUNT = 40

@@ -22,9 +22,9 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deepsynthbody.embedded_redis import free_port
-from deepsynthbody.settings import Settings
-from tests.conftest import ECG, ROOT, answers, environment, submit, wait_finished, wait_for
+from deepsynthbody.core.embedded_redis import free_port
+from deepsynthbody.core.settings import Settings
+from tests.conftest import ROOT, answers, environment, submit, wait_finished, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -1,4 +1,5 @@
-"""The README stays true: its two set-up commands, its configuration table, and every example, run as written."""
+"""The README stays true: its two set-up commands, its configuration table, and every example, run as written; the
+same for the examples of the pages it links in docs/."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, environment, wait_finished
 
 README = (ROOT / "README.md").read_text()
+# the README, then the pages in docs/ it moved its details to: their examples are held to the same standard
+PAGES = "\n".join([README, *(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))])
 README_URL = "localhost:8000"
 CPU_TORCH = "--extra-index-url https://download.pytorch.org/whl/cpu"
 
@@ -30,7 +33,7 @@ def _setup_commands() -> list[str]:
 
 
 def _blocks(language: str) -> list[str]:
-    return [body for lang, body in re.findall(r"```(\w*)\n(.*?)\n```", README, re.S) if lang == language]
+    return [body for lang, body in re.findall(r"```(\w*)\n(.*?)\n```", PAGES, re.S) if lang == language]
 
 
 def _shell_commands(block: str) -> list[str]:
@@ -126,7 +129,7 @@ def test_python_example_runs_as_written(client: httpx.Client, api_url: str, read
 
 def test_cli_examples_exist(readme_env: dict[str, str]) -> None:
     """Each `deepsynthbody ...` command the README names is a real command of the CLI (checked with --help)."""
-    named = set(re.findall(r"deepsynthbody ((?:models )?[a-z-]+)", README))
+    named = set(re.findall(r"deepsynthbody ((?:models )?[a-z-]+)", PAGES))
     assert {"serve", "models preview", "models validate", "bench", "bench-gpu"} <= named
     for command in sorted(named):
         done = subprocess.run([sys.executable, "-m", "deepsynthbody", *command.split(), "--help"], cwd=ROOT,
@@ -151,7 +154,7 @@ def test_contribution_examples_run_as_written(client: httpx.Client, api_url: str
     block's own upload line is run again when the one before was decided already)."""
     from tests.helpers.tiny_model import make_model
 
-    section = re.split(r"\n##+ ", README.split("### Contributing a model over HTTP", 1)[1], maxsplit=1)[0]
+    section = re.split(r"\n##+ ", PAGES.split("## Contributing a model over HTTP", 1)[1], maxsplit=1)[0]
     (block,) = re.findall(r"```bash\n(.*?)\n```", section, re.S)
     model = make_model(tmp_path / "model", id="readme-contribution", subcategory="readme-patch")
     commands = [c.replace("path/to/model", str(model)) for c in _shell_commands(block)]

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import redis
 
-from deepsynthbody.embedded_redis import url_for_data_dir
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.embedded_redis import url_for_data_dir
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, wait_finished, wait_for
 from tests.test_serve import Serve
 

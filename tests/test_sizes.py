@@ -7,9 +7,10 @@ import subprocess
 import httpx
 import pytest
 
-from deepsynthbody import sizes
-from deepsynthbody.jobs import JobPaths
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.jobs import JobPaths
+from deepsynthbody.core.settings import Settings
+from model_store import sizes
+from model_store.store import open_store
 from tests.conftest import ECG, submit, wait_finished
 
 GI_TRACT = "/generate/digestive/gi-tract"
@@ -25,7 +26,7 @@ def test_real_archives_stay_under_their_bound(client: httpx.Client, settings: Se
     job = submit(client, {"num_samples": count, "seed": 3, "format": fmt, **params}, path=path)
     assert wait_finished(client, job["job_id"])["status"] == "finished"
     category, subcategory = path.split("/")[2:]
-    manifest = settings.model_store().resolve(category, subcategory).manifest
+    manifest = open_store(settings).resolve(category, subcategory).manifest
     root = JobPaths(settings.jobs_dir, job["job_id"]).root
     archive = (root / "result.zip").stat().st_size
     on_disk = sum(p.stat().st_size for p in {f.stat().st_ino: f for f in root.rglob("*") if f.is_file()}.values())

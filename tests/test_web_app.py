@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.helpers.auth_api import new_key, start_api, stop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

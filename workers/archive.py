@@ -27,8 +27,8 @@ from typing import Any, Self
 
 import orjson
 
-from deepsynthbody.jobs import JobPaths
-from deepsynthbody.samples_file import SamplesFile
+from deepsynthbody.core.jobs import JobPaths
+from deepsynthbody.core.samples_file import SamplesFile
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # data members carry no wall-clock time: same request, same bytes
 _CHUNK = 1 << 20
@@ -78,7 +78,7 @@ def listing(part: Path) -> Path:
 
 def member_header(name: str) -> bytes:
     """The local header of a stored member `name` whose CRC and sizes are filled in later: the bytes a
-    samples array is written behind (`deepsynthbody.samples_file.SamplesFile.create`). Zip64, so its length
+    samples array is written behind (`deepsynthbody.core.samples_file.SamplesFile.create`). Zip64, so its length
     does not depend on the sizes."""
     info = _info(name, zipfile.ZIP_STORED)
     info.CRC = info.file_size = info.compress_size = 0

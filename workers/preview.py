@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from deepsynthbody.settings import Settings  # noqa: E402
+from deepsynthbody.core.settings import Settings  # noqa: E402
 from model_store.manifest import ImageOutput, SignalOutput  # noqa: E402
 from model_store.store import ModelEntry  # noqa: E402
 from workers import runtime  # noqa: E402

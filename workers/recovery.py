@@ -29,7 +29,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
-from deepsynthbody import job_events
+from deepsynthbody.core import job_events
 
 log = logging.getLogger(__name__)
 

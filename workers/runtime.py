@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from deepsynthbody.errors import ModelInvalid
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.errors import ModelInvalid
+from deepsynthbody.core.settings import Settings
 from model_store.manifest import ParameterInput
 from model_store.store import ModelEntry, sha256_file
 from workers import noise, postprocess

@@ -1,4 +1,4 @@
-"""RQ job functions, enqueued by dotted name (deepsynthbody.jobs): generate, or chunks then their archive."""
+"""RQ job functions, enqueued by dotted name (deepsynthbody.core.jobs): generate, or chunks then their archive."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from redis.exceptions import RedisError, ResponseError
 from rq import get_current_job
 from rq.job import Job
 
-from deepsynthbody import __version__, clock
-from deepsynthbody.job_changes import job_changed
-from deepsynthbody.jobs import JobPaths, JobSpec
-from deepsynthbody.samples_file import SamplesFile
-from deepsynthbody.settings import Settings, get_settings
-from model_store.store import ModelEntry
+from deepsynthbody import __version__
+from deepsynthbody.core import clock
+from deepsynthbody.core.job_changes import job_changed
+from deepsynthbody.core.jobs import JobPaths, JobSpec
+from deepsynthbody.core.samples_file import SamplesFile
+from deepsynthbody.core.settings import Settings, get_settings
+from model_store.store import ModelEntry, open_store
 from workers import annotations, archive, ecg_filter, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
 from workers.encoders.base import MemberSink
@@ -100,7 +101,7 @@ def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, 
 def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = None) -> dict[str, Any]:
     """Generate samples start .. start+count-1 of the request in batches, saving progress after each."""
     first, total = spec["chunks"][index]
-    entry = settings.model_store().get(spec["model_id"], spec["model_version"])
+    entry = open_store(settings).get(spec["model_id"], spec["model_version"])
     model = runtime.load(entry, settings, spec.get("precision", "fp32"))
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     paths.parts.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
 
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """Join the chunks' parts into the archive, whatever workers made them: the bytes are the same."""
-    entry = settings.model_store().get(spec["model_id"], spec["model_version"])
+    entry = open_store(settings).get(spec["model_id"], spec["model_version"])
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     if paths.archive.exists():  # an earlier try finished it (it is renamed into place whole), then its worker died
         return _finished_before(paths, job)
@@ -217,11 +218,11 @@ def _report(job: Job | None, **fields: Any) -> None:
     if job is not None:  # None when called directly, outside a worker
         job.meta.update(fields)
         job.save_meta()
-        job_changed(job)  # wakes the clients following the request (`deepsynthbody.job_changes`)
+        job_changed(job)  # wakes the clients following the request (`deepsynthbody.core.job_changes`)
 
 
 def _now(job: Job | None = None) -> str:
-    """The clock of every job time: Redis's (`deepsynthbody.clock`); this machine's outside a worker."""
+    """The clock of every job time: Redis's (`deepsynthbody.core.clock`); this machine's outside a worker."""
     return clock.now(job.connection) if job is not None else _iso(datetime.now(UTC))
 
 

@@ -37,9 +37,9 @@ from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
-from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
-from deepsynthbody import job_events, logs, sizes
-from deepsynthbody.settings import get_settings
+from deepsynthbody.core import disk, job_events, logs
+from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
+from deepsynthbody.core.settings import get_settings
 from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, tasks
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
@@ -204,7 +204,7 @@ class GenerationWorker(SimpleWorker):
         settings, warned = get_settings(), False
         while True:
             try:
-                free = sizes.free_bytes(settings.data_dir)
+                free = disk.free_bytes(settings.data_dir)
             except OSError:
                 return  # unreadable: the job says what is wrong when it writes
             if free >= settings.min_free_bytes:

@@ -10,8 +10,8 @@ from app.auth import CallerDep
 from app.deps import RedisDep
 from app.errors import responses
 from app.schemas import KeyCreate, KeyCreated, KeyList, KeyPublic
-from deepsynthbody import keys
-from deepsynthbody.keys import Caller, Forbidden
+from deepsynthbody.core import keys
+from deepsynthbody.core.keys import Caller, Forbidden
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
 

@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from app.auth import CallerDep
 from app.errors import responses
 from app.schemas import ErrorBody
-from deepsynthbody.errors import UnsupportedMediaType
-from deepsynthbody.keys import Caller, Forbidden
+from deepsynthbody.core.errors import UnsupportedMediaType
+from deepsynthbody.core.keys import Caller, Forbidden
 from model_store.contributions import Contribution, ContributionInvalid, Contributions
 
 router = APIRouter(tags=["contributions"])

@@ -17,12 +17,12 @@ from app import request_models
 from app.errors import echo, error_response, responses
 from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
-from deepsynthbody import quotas, sizes
-from deepsynthbody.errors import UnsupportedMediaType
-from deepsynthbody.jobs import JobSpec, plan_chunks
-from deepsynthbody.keys import Caller
-from deepsynthbody.settings import Settings
-from model_store import distributions
+from deepsynthbody.core import quotas
+from deepsynthbody.core.errors import UnsupportedMediaType
+from deepsynthbody.core.jobs import JobSpec, plan_chunks
+from deepsynthbody.core.keys import Caller
+from deepsynthbody.core.settings import Settings
+from model_store import distributions, sizes
 from model_store.manifest import Manifest
 from model_store.store import ModelEntry
 

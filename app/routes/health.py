@@ -26,8 +26,8 @@ from rq.serializers import JSONSerializer
 from app.deps import SettingsDep, StoreDep
 from app.errors import redis_write_refusal
 from app.schemas import NotReady, Readiness
-from deepsynthbody import sizes
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import disk
+from deepsynthbody.core.settings import Settings
 from workers.heartbeat import LIVE_SECONDS
 
 router = APIRouter(tags=["health"])
@@ -126,7 +126,7 @@ def _check_redis(redis: Redis, settings: Settings, checks: dict[str, Any], probl
 
 def _check_disk(settings: Settings, checks: dict[str, Any], problems: list[str]) -> None:
     try:
-        free = sizes.free_bytes(settings.data_dir)
+        free = disk.free_bytes(settings.data_dir)
     except OSError as exc:
         checks["disk"] = f"unreadable: {exc.strerror}"
         problems.append(f"the data dir's file system cannot be read ({exc.strerror})")

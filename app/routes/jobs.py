@@ -24,10 +24,10 @@ from app.deps import JobIdDep, RedisDep, SettingsDep, StoreDep
 from app.enqueue import ALL_JOBS, OWNER_JOBS
 from app.errors import echo, error_response, responses
 from app.schemas import ErrorBody, JobList, JobPublic, JobState
-from deepsynthbody import job_changes, job_events, quotas
-from deepsynthbody.keys import Caller
-from deepsynthbody.errors import Conflict, NotFound
-from deepsynthbody.jobs import JobPaths
+from deepsynthbody.core import job_changes, job_events, quotas
+from deepsynthbody.core.errors import Conflict, NotFound
+from deepsynthbody.core.jobs import JobPaths
+from deepsynthbody.core.keys import Caller
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -8,7 +8,7 @@ from app.cards import latest_cards
 from app.deps import StoreDep
 from app.errors import responses
 from app.schemas import BodySystemPublic, Catalog, ModelCard, SubcategoryPublic
-from deepsynthbody.errors import NotFound
+from deepsynthbody.core.errors import NotFound
 
 router = APIRouter(prefix="/models", tags=["models"])
 

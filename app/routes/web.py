@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from deepsynthbody.errors import NotFound
+from deepsynthbody.core.errors import NotFound
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 ASSETS_PREFIX = "/web"

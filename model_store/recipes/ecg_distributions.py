@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from model_store.store import open_store
+
 QUANTILES = (0, 0.5, 1, 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 100)
 BINS = 40
 OUTPUT = Path(__file__).with_name("pulse2pulse_ecg.distributions.json")
@@ -77,13 +79,13 @@ def build(model_dir: Path, count: int, output: Path, seed: int = 0) -> dict[str,
 
 
 def main() -> None:
-    from deepsynthbody.settings import get_settings
+    from deepsynthbody.core.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
-    entry = get_settings().model_store().resolve("cardiovascular", "ecg")
+    entry = open_store(get_settings()).resolve("cardiovascular", "ecg")
     document = build(entry.directory, args.count, args.output)
     print(f"{args.count} samples of {document['model']}:{document['version']} in {document['built_seconds']} s "
           f"-> {args.output}")

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from redis import Redis
 
-from deepsynthbody import keys
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import keys
+from deepsynthbody.core.settings import Settings
 from tests.api.test_openapi import Document
 from tests.conftest import ECG, wait_finished, wait_for
 from tests.helpers.auth_api import client, new_key, start_api, stop

@@ -6,7 +6,8 @@ import json
 
 import httpx
 import pytest
-from deepsynthbody.settings import Settings
+
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, free_port, run_api, submit, wait_finished, wait_for
 
 

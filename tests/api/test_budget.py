@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from deepsynthbody import quotas, sizes
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import quotas
+from deepsynthbody.core.settings import Settings
+from model_store import sizes
+from model_store.store import open_store
 from tests.api.test_openapi import Document
 from tests.conftest import ECG, wait_finished
 from tests.helpers.auth_api import start_api, stop
@@ -21,7 +23,7 @@ BODY = {"num_samples": 10, "seed": 1, "format": "npy"}
 
 
 def _bound(settings: Settings, body: dict) -> int:
-    manifest = settings.model_store().resolve("cardiovascular", "ecg").manifest
+    manifest = open_store(settings).resolve("cardiovascular", "ecg").manifest
     return sizes.job_bound(manifest, body["format"], body["num_samples"], {"leads": 8})
 
 

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from model_store.validate import validate
 from tests.api.test_openapi import Document
 from tests.conftest import ROOT, environment, wait_finished, wait_for

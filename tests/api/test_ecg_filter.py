@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from deepsynthbody.jobs import JobSpec
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.jobs import JobSpec
+from deepsynthbody.core.settings import Settings
 from model_store import distributions
 from model_store.recipes import ecg_distributions
 from tests.api.test_generate_ecg import download

@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import wfdb
 
-from deepsynthbody import sizes
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
+from model_store import sizes
+from model_store.store import open_store
 from tests.api.test_generate_ecg import LEADS_12, download
 from tests.conftest import CHUNK_SIZE, submit, wait_finished
 from workers.annotations import label_columns
@@ -58,8 +59,8 @@ def test_labels_csv_and_wfdb_annotations_hold_each_records_measurements(client: 
     assert section["fiducials"]["names"] == list(FIDUCIALS)
     assert "neurokit2" in section["method"]
     assert "labels.csv" in {f["name"] for f in manifest["files"]}
-    # what the disk budget reserved for them (deepsynthbody.sizes) holds
-    bound = sizes.measurements_bound(settings.model_store().resolve("cardiovascular", "ecg").manifest.output, 12)
+    # what the disk budget reserved for them (model_store.sizes) holds
+    bound = sizes.measurements_bound(open_store(settings).resolve("cardiovascular", "ecg").manifest.output, 12)
     assert archive.getinfo("labels.csv").file_size <= count * bound
     assert all(archive.getinfo(n).file_size <= bound for n in archive.namelist() if n.endswith(".atr"))
     per_sample = list((settings.jobs_dir / created["job_id"] / "measurements").iterdir())

@@ -21,10 +21,10 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from deepsynthbody import job_changes
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import job_changes
+from deepsynthbody.core.settings import Settings
 from tests.api.test_openapi import Document
-from tests.conftest import ECG, submit, wait_finished
+from tests.conftest import submit, wait_finished
 from tests.helpers.auth_api import client as key_client
 from tests.helpers.auth_api import new_key, start_api, stop
 

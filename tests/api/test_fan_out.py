@@ -12,8 +12,8 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from deepsynthbody.jobs import chunk_job_id
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.jobs import chunk_job_id
+from deepsynthbody.core.settings import Settings
 from tests.conftest import CHUNK_SIZE, start_worker, submit, wait_finished, wait_generating
 
 REQUEST = {"num_samples": 5 * CHUNK_SIZE - 13, "seed": 77, "format": "wfdb", "leads": 12}

@@ -16,7 +16,8 @@ import wfdb
 from redis import Redis
 
 from app.routes.generate import _new_job_id_and_seed
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
+from model_store.store import open_store
 from tests.conftest import ECG, submit, wait_finished, wait_generating
 
 LEADS_8 = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -233,7 +234,7 @@ def test_jobs_are_stored_as_json_not_pickle(client: httpx.Client, settings: Sett
 
 def test_both_ecg_versions_are_served_and_agree_to_1_uv(client: httpx.Client, settings: Settings) -> None:
     """Version 1 stays for regenerating what was made with it; version 2 (the default) computes the same network."""
-    store = settings.model_store()
+    store = open_store(settings)
     made = {}
     for version in (1, 2, None):
         body = {"num_samples": 6, "seed": 11, "format": "npy", **({"version": version} if version else {})}

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.api.test_openapi import Document
 from tests.conftest import ECG, wait_finished
 from tests.helpers.auth_api import client, new_key, start_api, stop

@@ -19,7 +19,7 @@ from openapi_spec_validator import validate
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from model_store.store import ModelStore
 from tests.conftest import ECG, free_port, run_api, submit, wait_finished, wait_for
 from tests.helpers.tiny_model import make_model

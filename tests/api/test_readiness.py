@@ -17,8 +17,8 @@ import pytest
 from redis import Redis
 from rq import Queue, Worker
 
-from deepsynthbody.embedded_redis import EmbeddedRedis, free_port
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.embedded_redis import EmbeddedRedis, free_port
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, ROOT, answers, environment, start_worker, wait_for
 from workers.heartbeat import LIVE_SECONDS
 

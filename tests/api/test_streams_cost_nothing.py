@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from deepsynthbody.embedded_redis import free_port
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.embedded_redis import free_port
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, ROOT, answers, environment, run_api, submit, wait_for
 
 STREAMS = 48  # more than the thread pool's 40 threads

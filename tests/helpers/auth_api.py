@@ -10,9 +10,9 @@ from typing import IO
 import httpx
 from redis import Redis
 
-from deepsynthbody import keys
-from deepsynthbody.embedded_redis import free_port
-from deepsynthbody.settings import Settings
+from deepsynthbody.core import keys
+from deepsynthbody.core.embedded_redis import free_port
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, answers, environment, wait_for
 
 

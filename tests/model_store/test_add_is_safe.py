@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deepsynthbody.errors import ModelInvalid
+from deepsynthbody.core.errors import ModelInvalid
 from model_store.manifest import MANIFEST_FILE
 from model_store.store import ModelStore, sha256_file
 from model_store.validate import validate

@@ -10,15 +10,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from model_store.manifest import MANIFEST_FILE
 from model_store.recipes.polyphase import polyphase
 from model_store.recipes.pulse2pulse_ecg import MODEL_ID, VERSIONS, load_generator
-from model_store.store import load_manifest, sha256_file
+from model_store.store import load_manifest, open_store, sha256_file
 
 
 def _session(settings: Settings, version: int) -> ort.InferenceSession:
-    path = settings.model_store().get(MODEL_ID, version).artifact_path
+    path = open_store(settings).get(MODEL_ID, version).artifact_path
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -41,7 +41,7 @@ def test_version_2_computes_version_1_with_fewer_operations(ecg_model_dir: Path,
     (v1,) = _session(settings, 1).run(["ecg"], {"noise": noise})
     (v2,) = _session(settings, 2).run(["ecg"], {"noise": noise})
     assert np.abs(v1 - v2).max() <= 1e-5  # float32 sums in another order: about 1e-6 on the tanh output
-    convs = {version: [n for n in onnx.load(str(settings.model_store().get(MODEL_ID, version).artifact_path)).graph.node
+    convs = {version: [n for n in onnx.load(str(open_store(settings).get(MODEL_ID, version).artifact_path)).graph.node
                        if n.op_type == "Conv"] for version in (1, 2)}
     assert len(convs[1]) == len(convs[2]) == 12 and not any(n.op_type == "Resize" for n in convs[2])
 

@@ -13,12 +13,12 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
-import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from deepsynthbody.errors import Conflict, NotFound
+from deepsynthbody.core.errors import Conflict, NotFound
 from model_store import contributions as contributions_module
 from model_store import validate as validate_module
 from model_store.contributions import ContributionInvalid, Contributions, TooManyPending, validate_isolated

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepsynthbody.jobs import JobPaths
-from deepsynthbody.samples_file import SamplesFile
+from deepsynthbody.core.jobs import JobPaths
+from deepsynthbody.core.samples_file import SamplesFile
 from workers import archive
 
 MEMBERS = [(f"ecg_{i:05d}.{suffix}", np.random.default_rng(i).integers(0, 256, 1000 + 37 * i, dtype=np.uint8).tobytes())

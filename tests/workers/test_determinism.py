@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepsynthbody.jobs import JobSpec
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.jobs import JobSpec
+from deepsynthbody.core.settings import Settings
 from model_store.manifest import NoiseInput
 from workers import noise, tasks
 

@@ -11,10 +11,10 @@ import numpy as np
 import pydicom
 import pyedflib
 import pytest
-from pydantic import ValidationError
 from PIL import Image
+from pydantic import ValidationError
 
-from deepsynthbody import sizes
+from model_store import sizes
 from model_store.manifest import Manifest, SignalOutput
 from model_store.recipes.pulse2pulse_ecg import LEADS, MANIFEST_TEMPLATE, TWELVE_LEADS
 from workers import postprocess

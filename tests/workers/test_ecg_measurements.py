@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from scipy import signal as scipy_signal
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
+from model_store.store import open_store
 from workers import ecg_measurements, runtime
 from workers.ecg_measurements import FIDUCIALS, MEASUREMENTS, PER_LEAD, measure
 
@@ -28,7 +29,7 @@ TOLERANCES = [("heart_rate", "heart_rate", 1.0), ("qrs_duration", "qrs_duration"
 
 @pytest.fixture(scope="module")
 def ecgs(settings: Settings, ecg_model_dir: Path) -> tuple[np.ndarray, list[str]]:
-    entry = settings.model_store().resolve("cardiovascular", "ecg")
+    entry = open_store(settings).resolve("cardiovascular", "ecg")
     model = runtime.load(entry, settings)
     params = {"leads": 12}
     return model.samples(42, 0, COUNT, params), entry.manifest.output.channel_names(params)

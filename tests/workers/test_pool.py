@@ -21,7 +21,7 @@ import pytest
 from redis import Redis
 from rq import Queue, Worker
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, environment, run_api, submit, wait_finished, wait_for
 
 

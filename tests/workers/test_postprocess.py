@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_store.manifest import ImageOutput
+from model_store.manifest import ImageOutput, SignalOutput
 from model_store.recipes.pulse2pulse_ecg import MANIFEST_TEMPLATE
-from model_store.manifest import SignalOutput
 from workers.postprocess import image_samples, signal_samples
 
 ECG_OUTPUT = SignalOutput.model_validate(MANIFEST_TEMPLATE["output"])

@@ -12,7 +12,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app import job_views
-from deepsynthbody.embedded_redis import EmbeddedRedis
+from deepsynthbody.core.embedded_redis import EmbeddedRedis
 from workers.recovery import forget_workers, requeue_orphans
 
 

@@ -12,7 +12,7 @@ from redis import Redis
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 
-from deepsynthbody.settings import Settings
+from deepsynthbody.core.settings import Settings
 from tests.conftest import ECG, run_api, start_worker, wait_finished
 
 

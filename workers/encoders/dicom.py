@@ -18,7 +18,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from deepsynthbody import __version__
-from deepsynthbody.sizes import DICOM_MEASUREMENTS
+from model_store.sizes import DICOM_MEASUREMENTS
 from workers.encoders.base import EncodeContext
 from workers.encoders.edf import scalar_measurements
 

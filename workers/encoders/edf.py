@@ -3,7 +3,7 @@
 The digital range is int16's and the physical range the same numbers, so one digital unit is one physical unit
 (uV for the ECG) and the file holds the samples exactly. EDF+ keeps annotations in annotation signals of a fixed
 size per data record (1 s here); edflib drops those that do not fit, so each file gets as many annotation
-signals as its annotations need, up to edflib's 64, which the disk budget's bound allows for (deepsynthbody/sizes.py):
+signals as its annotations need, up to edflib's 64, which the disk budget's bound allows for (model_store/sizes.py):
 640 annotations in 10 s, more fiducial points than any heart makes."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyedflib
 
-from deepsynthbody.sizes import EDF_MAX_ANNOTATION_SIGNALS as MAX_ANNOTATION_SIGNALS
+from model_store.sizes import EDF_MAX_ANNOTATION_SIGNALS as MAX_ANNOTATION_SIGNALS
 from workers.encoders.base import EncodeContext
 
 # EDF's clipping date is 1985: the header's start date says nothing about when, or of whom, a sample was made.

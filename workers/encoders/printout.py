@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from PIL import Image, PngImagePlugin
 
 from deepsynthbody import __version__
-from deepsynthbody.sizes import PRINTOUT_MAX_BYTES
 from model_store.manifest import SignalOutput
+from model_store.sizes import PRINTOUT_MAX_BYTES
 from workers.encoders.base import EncodeContext
 from workers.encoders.edf import scalar_measurements
 
@@ -231,7 +231,7 @@ class PrintoutWriter:
                 measured=_header_measurements(ctx.measurements.get(index)),
                 footer=f"{name}   {ctx.model_id} v{ctx.model_version}",
                 fmt=self.fmt, metadata=metadata)
-            if len(data) > PRINTOUT_MAX_BYTES:  # what the disk budget reserved for it (deepsynthbody/sizes.py)
+            if len(data) > PRINTOUT_MAX_BYTES:  # what the disk budget reserved for it (model_store/sizes.py)
                 raise ValueError(f"the printout of sample {index} takes {len(data):,} bytes, more than the "
                                  f"{PRINTOUT_MAX_BYTES:,} a page may: no ECG's page comes near it")
             ctx.members.add(f"{name}.{self.fmt}", data)

@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import AliasChoices, Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_store.store import BUNDLED_ROOT, ModelStore
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSB_", extra="ignore")
@@ -46,7 +44,7 @@ class Settings(BaseSettings):
         "stored", description="Zip members stored (fast) or deflated (smaller, slower)."
     )
 
-    # identities and limits (deepsynthbody/keys.py, deepsynthbody/quotas.py, app/auth.py, app/middleware.py)
+    # identities and limits (deepsynthbody/core/keys.py, deepsynthbody/core/quotas.py, app/auth.py, app/middleware.py)
     auth: Literal["required", "off"] | None = Field(
         None, description="API keys required (`required`) or not (`off`); unset: `off` when the API listens on a "
         "loopback address, `required` otherwise (resolved by `serve` and `api`; a bare app requires them).")
@@ -68,9 +66,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds a request body may go without sending anything (408 beyond).")
     results_max_bytes: PositiveInt | None = Field(
         None, description="Disk budget of the results: each job reserves its largest possible size at submit "
-        "(deepsynthbody/sizes.py) and is refused with 507 when it does not fit; unset: unlimited.")
+        "(model_store/sizes.py) and is refused with 507 when it does not fit; unset: unlimited.")
 
-    # observability (deepsynthbody/logs.py, app/metrics.py)
+    # observability (deepsynthbody/core/logs.py, app/metrics.py)
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as plain text, or one JSON object per line (time, level, logger, message, "
         "and fields such as job_id, owner, state) in every process.")
@@ -91,8 +89,6 @@ class Settings(BaseSettings):
     def installed_models_dir(self) -> Path:
         return self.data_dir / "models"
 
-    def model_store(self) -> ModelStore:
-        return ModelStore([self.installed_models_dir, *self.model_dirs, BUNDLED_ROOT])
 
 
 @lru_cache

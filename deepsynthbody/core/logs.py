@@ -7,7 +7,7 @@ its own line formats; in JSON mode its lines are JSON too, the access log with `
 `status` as fields.
 
 A JSON line holds `time` (UTC, ISO 8601), `level`, `logger`, `message`, every field the record was given (a job's
-state change carries `job_id`, `owner` and `state`: `deepsynthbody.job_events`) and `exception` when there is one.
+state change carries `job_id`, `owner` and `state`: `deepsynthbody.core.job_events`) and `exception` when there is one.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def log_format() -> str:
     """DSB_LOG_FORMAT as the settings read it; `text` when the settings cannot be read (the command then says why)."""
     from pydantic import ValidationError
 
-    from deepsynthbody.settings import Settings
+    from deepsynthbody.core.settings import Settings
 
     try:
         return Settings().log_format

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import redis
 
-from deepsynthbody import processes
+from deepsynthbody.core import processes
 
 REDIS_DIR = "redis"  # under the data dir
 PASSWORD_FILE = "password"

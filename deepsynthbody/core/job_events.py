@@ -25,10 +25,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 
-from deepsynthbody.job_changes import job_changed
-from deepsynthbody.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK
+from deepsynthbody.core.job_changes import job_changed
+from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK
 
-log = logging.getLogger("deepsynthbody.jobs")
+log = logging.getLogger("deepsynthbody.core.jobs")
 
 ANONYMOUS = "anonymous"
 _TASKS = {GENERATE_TASK: "generate", CHUNK_TASK: "chunk", ARCHIVE_TASK: "archive"}
@@ -71,7 +71,7 @@ def started(job: Job) -> None:
 
 
 def requeued(job: Job, reason: str) -> None:
-    job_changed(job)  # the clients following it (`deepsynthbody.job_changes`)
+    job_changed(job)  # the clients following it (`deepsynthbody.core.job_changes`)
     event("requeued", job.id, owner_name(job.meta), reason, reason=reason)
 
 

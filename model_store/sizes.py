@@ -11,8 +11,6 @@ and can never be surprised by a job larger than what it reserved. Checked agains
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
 from typing import Any
 
 from model_store.manifest import ImageOutput, Manifest, SignalOutput
@@ -128,12 +126,3 @@ def job_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, Any], 
         measured = count * measurements_bound(manifest.output, len(manifest.output.channel_names(params)))
     return (archive + (0 if shared else samples_bound(manifest, count, params)) + MANIFEST + count * MANIFEST_PER_FILE
             + measured)
-
-
-def free_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds `path`, or would once it is made (the data dir is made by the
-    first job): the nearest existing folder above it. OSError if that file system cannot be read."""
-    where = Path(path).resolve()
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    return shutil.disk_usage(where).free
