@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from app.schemas import JobLinks, JobPublic, JobState, ModelRef, Progress
 from deepsynthbody.core.errors import NotFound
-from deepsynthbody.core.jobs import JobPaths, JobSpec, chunk_job_ids
+from deepsynthbody.core.jobs import JobPaths, JobSpec, candidate_chunks, chunk_job_ids
 
 _STATES = {
     JobStatus.CREATED: JobState.queued,
@@ -87,7 +87,12 @@ class JobView:
         return JobState.queued if all(s is JobState.queued for s in states) else JobState.started
 
     def chunk_progress(self) -> list[tuple[int, int, int]]:
-        """(first sample, done, count) of each chunk."""
+        """(first sample, done, count) of each chunk. A request cut in candidate space has its samples written by
+        its archive job alone: one row, that job's."""
+        if candidate_chunks(self.spec):
+            saved, total = self.job.meta.get("progress"), self.spec["num_samples"]
+            done = total if _state(self.job) is JobState.finished else saved["done"] if saved else 0
+            return [(0, done, total)]
         rows = []
         for (first, count), part in zip(self.spec["chunks"], self.parts):
             saved = part.meta.get("progress")
@@ -99,6 +104,9 @@ class JobView:
     def progress(self) -> Progress:
         if self.state is JobState.finished:
             return Progress(done=self.spec["num_samples"], total=self.spec["num_samples"])
+        if candidate_chunks(self.spec):  # the samples found so far by the chunks searching the candidates
+            found = sum((part.meta.get("progress") or {}).get("done", 0) for part in self.chunks)
+            return Progress(done=min(found, self.spec["num_samples"]), total=self.spec["num_samples"])
         return Progress(done=sum(done for _, done, _ in self.chunk_progress()), total=self.spec["num_samples"])
 
     def ready_prefix(self) -> int:

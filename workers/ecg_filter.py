@@ -10,9 +10,11 @@ saying how many it found.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from workers import annotations
 from workers.encoders.base import EncodeContext
@@ -62,10 +64,83 @@ class Selection:
     def finish(self) -> dict[str, Any]:
         """What the manifest says of the selection; raises BudgetExceeded when the samples were not all found."""
         if self.accepted < self.total:
-            raise BudgetExceeded(
-                f"the filter kept {self.accepted} of the {self.total} samples asked for after drawing "
-                f"{self.budget} candidates (this job's budget: {self.budget / max(self.total, 1):.0f} per sample, "
-                "from the expected acceptance); widen the ranges or ask for fewer samples")
+            raise budget_exceeded(self.accepted, self.total, self.budget)
         drawn = self.last + 1
         return {"where": self.where, "candidates_drawn": drawn, "accepted": self.accepted,
                 "acceptance": round(self.accepted / drawn, 4), "candidate_budget": self.budget}
+
+
+class CandidateSearch:
+    """One chunk of a filtered request cut in candidate space: candidates first .. first+count-1 are drawn and
+    measured in order, and those that match are kept (their rows in `<chunk>.rows`, their candidate index and
+    measurements in `<chunk>.jsonl`, under the job's candidates folder) for the archive job, which writes the
+    request's first `total` of them, in candidate order, as its samples.
+
+    The search stops early once the samples are found: when it has `total` itself, or when every chunk before it has
+    finished (`found_before` says how many they kept; None while one still runs) and they and it hold `total`
+    between them. The first `total` matching candidates then lie in the finished chunks and this one's searched
+    prefix, so the archive job's choice is the same whatever the number of chunks or workers, and whenever each
+    stopped."""
+
+    def __init__(self, kind: str, ctx: EncodeContext, where: dict[str, list[float | None]], total: int, first: int,
+                 count: int, folder: Path, chunk: int, dtype: np.dtype,
+                 found_before: Callable[[], int | None], report: Callable[[int], None]) -> None:
+        self.where, self.total, self.first, self.end = where, total, first, first + count
+        self.found_before, self.report, self.dtype = found_before, report, dtype
+        self.candidates: dict[int, dict[str, Any]] = {}
+        self.measure = annotations.measurer(kind, ctx, self.candidates)
+        self.accepted, self.searched_to = 0, first
+        folder.mkdir(parents=True, exist_ok=True)
+        self.rows_path, self.found_path = folder / f"{chunk:05d}{ROWS}", folder / f"{chunk:05d}{FOUND}"
+        self.rows, self.found = self.rows_path.open("wb"), self.found_path.open("wb")  # a retry searches again
+        self._before: int | None = None
+
+    def enough(self) -> bool:
+        if self.accepted >= self.total:
+            return True
+        if self._before is None:  # once every earlier chunk has finished, what they kept is final
+            self._before = self.found_before()
+        return self._before is not None and self._before + self.accepted >= self.total
+
+    def plan(self, batch_size: int) -> Iterator[tuple[int, int]]:
+        start = self.first
+        while start < self.end and not self.enough():
+            count = min(batch_size, self.end - start)
+            yield start, count
+            start += count
+
+    def consume(self, candidates: np.ndarray, start: int) -> None:
+        measured = [self.candidates.pop(start + offset) for offset in range(len(candidates))]
+        self.searched_to = start + len(candidates)
+        kept = [k for k, m in enumerate(measured) if matches(m, self.where)][:self.total - self.accepted]
+        if kept:
+            self.rows.write(np.ascontiguousarray(candidates[kept], dtype=self.dtype).tobytes())
+            self.found.write(b"".join(orjson.dumps({"candidate": start + k, "measurements": measured[k]}) + b"\n"
+                                      for k in kept))
+            self.accepted += len(kept)
+        self.report(self.accepted)
+
+    def finish(self) -> dict[str, Any]:
+        self.rows.close()
+        self.found.close()
+        return {"first": self.first, "searched": self.searched_to - self.first, "accepted": self.accepted}
+
+
+ROWS, FOUND = ".rows", ".jsonl"  # a candidate chunk's kept candidates: raw rows, and one JSON line each
+
+
+def found_candidates(folder: Path, chunk: int, sample_shape: tuple[int, ...], dtype: np.dtype,
+                     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """A finished candidate chunk's kept candidates: their rows (memory-mapped) and their lines."""
+    lines = [orjson.loads(line) for line in (folder / f"{chunk:05d}{FOUND}").read_bytes().splitlines()]
+    if not lines:
+        return np.empty((0, *sample_shape), dtype=dtype), []
+    rows = np.memmap(folder / f"{chunk:05d}{ROWS}", dtype=dtype, mode="r", shape=(len(lines), *sample_shape))
+    return rows, lines
+
+
+def budget_exceeded(found: int, total: int, budget: int) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"the filter kept {found} of the {total} samples asked for after drawing {budget} candidates (this job's "
+        f"budget: {budget / max(total, 1):.0f} per sample, from the expected acceptance); widen the ranges or ask "
+        "for fewer samples")

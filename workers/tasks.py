@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError, ResponseError
 from rq import get_current_job
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from deepsynthbody import __version__
 from deepsynthbody.core import clock
 from deepsynthbody.core.job_changes import job_changed
-from deepsynthbody.core.jobs import JobPaths, JobSpec
+from deepsynthbody.core.jobs import JobPaths, JobSpec, candidate_chunks, chunk_job_id
 from deepsynthbody.core.samples_file import SamplesFile
 from deepsynthbody.core.settings import Settings, get_settings
 from model_store.store import ModelEntry, open_store
@@ -100,6 +100,8 @@ def run(spec: JobSpec, settings: Settings, job: Job | None = None) -> dict[str, 
 
 def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = None) -> dict[str, Any]:
     """Generate samples start .. start+count-1 of the request in batches, saving progress after each."""
+    if candidate_chunks(spec):
+        return _search_candidates(spec, index, settings, job)
     first, total = spec["chunks"][index]
     entry = open_store(settings).get(spec["model_id"], spec["model_version"])
     model = runtime.load(entry, settings, spec.get("precision", "fp32"))
@@ -141,12 +143,94 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     return done | ({"selection": selection.finish()} if selection is not None else {})
 
 
+def _search_candidates(spec: JobSpec, index: int, settings: Settings, job: Job | None) -> dict[str, Any]:
+    """A chunk of a filtered request cut in candidate space: its candidates drawn, measured and the matching ones
+    kept for the archive job (`workers.ecg_filter.CandidateSearch`); its progress is how many it kept."""
+    first, count = spec["chunks"][index]
+    entry = open_store(settings).get(spec["model_id"], spec["model_version"])
+    model = runtime.load(entry, settings, spec.get("precision", "fp32"))
+    paths = JobPaths(settings.jobs_dir, spec["job_id"])
+    _, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
+    batch_size, started_at, total = runtime.batch_size(model, settings), _started(job), spec["num_samples"]
+
+    def report(accepted: int) -> None:
+        _report(job, progress={"done": accepted, "total": total})
+
+    def before_batch(start: int) -> None:
+        lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at candidate {start}")
+
+    _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
+            progress={"done": 0, "total": total})
+    ctx = _context(entry, spec, paths, None, index)  # measuring only: nothing is written in the format here
+    search = ecg_filter.CandidateSearch(entry.manifest.measurements or "", ctx, spec["where"], total, first, count,
+                                        paths.candidates, index, dtype, lambda: _found_before(spec, index, job),
+                                        report)
+    pipeline.produce(model, spec["seed"], spec["params"], search.plan(batch_size), search.consume, before_batch,
+                     batch_size, search.measure)
+    return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
+            "created_at": _created(job), "started_at": started_at, "candidates": search.finish()}
+
+
+def _found_before(spec: JobSpec, index: int, job: Job | None) -> int | None:
+    """How many matching candidates the chunks before this one kept, once they have all finished (RQ's statuses and
+    results); None while one of them has not (or outside a worker, where chunks are not run side by side)."""
+    if index == 0:
+        return 0
+    if job is None:
+        return None
+    earlier = Job.fetch_many([chunk_job_id(spec["job_id"], i) for i in range(index)], connection=job.connection,
+                             serializer=job.serializer)
+    if any(part is None or part.get_status(refresh=False) != JobStatus.FINISHED for part in earlier):
+        return None
+    return sum(part.return_value()["candidates"]["accepted"] for part in earlier)  # type: ignore[union-attr]
+
+
+WRITE_BATCH = 64  # found candidates written as samples this many at a time
+
+
+def _write_found(spec: JobSpec, settings: Settings, job: Job | None, entry: ModelEntry,
+                 paths: JobPaths) -> dict[str, Any]:
+    """The archive job of a request cut in candidate space: the first `num_samples` candidates the chunks found, in
+    candidate order, written as the request's samples in its format (and its labels); what the manifest says of
+    the selection. Fails (not retried) when the chunks found fewer."""
+    total = spec["num_samples"]
+    shape, dtype = postprocess.sample_shape(entry.manifest.output, spec["params"])
+    header = archive.member_header(_bundle_name(entry) + ".npy") if _npy_in_place(spec, settings) else b""
+    samples = SamplesFile.create(paths.samples, dtype, (total, *shape), header)
+    paths.parts.mkdir(parents=True, exist_ok=True)
+    written, last = 0, -1
+    with archive.MemberZip(paths.parts / f"{0:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
+        ctx = _context(entry, spec, paths, members, 0)
+        writer = annotations.AnnotatedWriter(ENCODERS[spec["format"]](ctx), ctx, spec["format"], paths.measurements)
+        for chunk in range(len(spec["chunks"])):
+            if written == total:
+                break
+            rows, found = ecg_filter.found_candidates(paths.candidates, chunk, shape, dtype)
+            take = min(len(found), total - written)
+            for at in range(0, take, WRITE_BATCH):
+                batch = np.asarray(rows[at:min(at + WRITE_BATCH, take)])
+                for k in range(len(batch)):
+                    ctx.measurements[written + k] = found[at + k]["measurements"]
+                samples.write(written, batch)
+                writer.write(batch, written)
+                written += len(batch)
+                _report(job, progress={"done": written, "total": total})
+            if take:
+                last = found[take - 1]["candidate"]
+    if written < total:
+        raise ecg_filter.budget_exceeded(written, total, spec["candidate_budget"])
+    return {"where": spec["where"], "candidates_drawn": last + 1, "accepted": total,
+            "acceptance": round(total / (last + 1), 4), "candidate_budget": spec["candidate_budget"]}
+
+
 def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """Join the chunks' parts into the archive, whatever workers made them: the bytes are the same."""
     entry = open_store(settings).get(spec["model_id"], spec["model_version"])
     paths = JobPaths(settings.jobs_dir, spec["job_id"])
     if paths.archive.exists():  # an earlier try finished it (it is renamed into place whole), then its worker died
         return _finished_before(paths, job)
+    selection = _write_found(spec, settings, job, entry, paths) if candidate_chunks(spec) else \
+        next((c["selection"] for c in chunks if c.get("selection")), None)
     member_zips = sorted(paths.parts.glob(f"*{MEMBER_ZIP}"))
     in_place, bundles = None, []
     if spec["format"] == "npy":
@@ -164,11 +248,17 @@ def assemble(spec: JobSpec, settings: Settings, job: Job | None, chunks: list[di
     finished_at = _now(job)
     manifest = archive.write(paths, member_zips, bundles,
                              _manifest(spec, job, entry, entry.manifest.output.channel_names(spec["params"]), chunks,
-                                       finished_at),
+                                       finished_at, selection),
                              settings.archive_compression, in_place)
     _report(job, finished_at=finished_at)  # the status's ended_at: the manifest's finished_at
-    shutil.rmtree(paths.parts, ignore_errors=True)
+    _remove_scratch(paths)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
+
+
+def _remove_scratch(paths: JobPaths) -> None:
+    """The chunks' parts and found candidates, once the archive holds what they were for."""
+    shutil.rmtree(paths.parts, ignore_errors=True)
+    shutil.rmtree(paths.candidates, ignore_errors=True)
 
 
 def _finished_before(paths: JobPaths, job: Job | None) -> dict[str, Any]:
@@ -177,7 +267,7 @@ def _finished_before(paths: JobPaths, job: Job | None) -> dict[str, Any]:
     with zipfile.ZipFile(paths.archive) as done:
         manifest = json.loads(done.read("manifest.json"))
     _report(job, finished_at=manifest["finished_at"])
-    shutil.rmtree(paths.parts, ignore_errors=True)
+    _remove_scratch(paths)
     return {"archive": paths.archive.name, "files": len(manifest["files"])}
 
 
@@ -254,7 +344,7 @@ def _one_or_all(values: list[Any]) -> Any:
 
 
 def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: list[str],
-              chunks: list[dict[str, Any]], finished_at: str) -> dict[str, Any]:
+              chunks: list[dict[str, Any]], finished_at: str, selection: dict[str, Any] | None) -> dict[str, Any]:
     card, out = entry.manifest, entry.manifest.output
     description: dict[str, Any] = {"kind": out.kind, "format": spec["format"],
                                    "dtype": str(postprocess.sample_shape(out, spec["params"])[1])}
@@ -290,5 +380,5 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "noise": "numpy Philox4x64 keyed by seed + (sample index << 64); inputs drawn in manifest order",
         **({"measurements": annotations.manifest_section(card.measurements, channel_names)}
            if spec.get("annotate") and card.measurements else {}),
-        **({"selection": chunks[0]["selection"]} if chunks and chunks[0].get("selection") else {}),
+        **({"selection": selection} if selection else {}),
     }

@@ -19,7 +19,7 @@ from app.job_views import links
 from app.schemas import JobCreated, JobState, ModelRef
 from deepsynthbody.core import quotas
 from deepsynthbody.core.errors import UnsupportedMediaType
-from deepsynthbody.core.jobs import JobSpec, plan_chunks
+from deepsynthbody.core.jobs import JobSpec, candidate_chunks, plan_candidate_chunks, plan_chunks
 from deepsynthbody.core.keys import Caller
 from deepsynthbody.core.settings import Settings
 from model_store import distributions, sizes
@@ -67,13 +67,15 @@ def _new_job_id_and_seed() -> tuple[str, int]:
     return token[:16].hex(), int.from_bytes(token[16:]) & MAX_SERVICE_SEED  # 53 random bits
 
 
-def _filtered(manifest: Manifest, where: dict[str, Any], num_samples: int) -> dict[str, Any]:
-    """A filtered job's bounds and candidate budget; it runs as one job (its samples are found in candidate order)."""
+def _filtered(manifest: Manifest, where: dict[str, Any], num_samples: int, chunk_size: int) -> dict[str, Any]:
+    """A filtered job's bounds and candidate budget. A budget within one chunk runs as one job; a larger one is cut
+    into chunks of candidates that workers search in parallel (`deepsynthbody.core.jobs.candidate_chunks`)."""
     bounds = {name: [r.min, r.max] for name, r in where.items()}
     document = distributions.for_manifest(manifest)
     expected = distributions.expected_acceptance(document, bounds) if document else 1.0
-    return {"where": bounds, "candidate_budget": distributions.candidate_budget(num_samples, expected),
-            "chunks": [(0, num_samples)]}
+    budget = distributions.candidate_budget(num_samples, expected)
+    chunks = plan_candidate_chunks(budget, chunk_size) if budget > chunk_size else [(0, num_samples)]
+    return {"where": bounds, "candidate_budget": budget, "chunks": chunks}
 
 
 def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
@@ -85,8 +87,11 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
 
 
 def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:
-    return sizes.job_bound(manifest, spec["format"], spec["num_samples"], spec["params"],
-                           deflated=settings.archive_compression == "deflated", annotated=bool(spec.get("annotate")))
+    files = sizes.job_bound(manifest, spec["format"], spec["num_samples"], spec["params"],
+                            deflated=settings.archive_compression == "deflated", annotated=bool(spec.get("annotate")))
+    # candidate chunks keep the candidates they found until the archive job has written the samples: about one more
+    # copy of the samples (each chunk keeps at most num_samples; those past the first num_samples stop early)
+    return files + (sizes.samples_bound(manifest, spec["num_samples"], spec["params"]) if candidate_chunks(spec) else 0)
 
 
 def _count(redis: Redis, settings: Settings, caller: Caller, spec: JobSpec, manifest: Manifest) -> None:
@@ -173,7 +178,7 @@ def make_router() -> APIRouter:
             chunks=plan_chunks(validated.num_samples, settings.chunk_size),
         )
         if getattr(validated, "where", None):
-            spec.update(_filtered(manifest, validated.where, validated.num_samples))
+            spec.update(_filtered(manifest, validated.where, validated.num_samples, settings.chunk_size))
         caller = request.state.caller
         refused = await _admit(state, caller, spec, manifest)
         if refused is not None:

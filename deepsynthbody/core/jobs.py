@@ -3,6 +3,11 @@
 A request becomes one RQ job when it fits in one chunk (it generates, then archives). A larger one
 becomes one chunk job per `chunk_size` samples, which any workers on any machines run in parallel,
 plus the archive job the client sees, which RQ starts once every chunk has finished.
+
+A filtered request (`where`) whose candidate budget is larger than one chunk is cut in candidate space: each
+chunk job draws and measures its range of candidates and keeps those that match; the archive job takes the
+first `num_samples` of them in candidate order and writes them (`candidate_chunks`). Sample i is the i-th
+matching candidate whatever the number of chunks or workers.
 """
 
 from __future__ import annotations
@@ -30,11 +35,25 @@ class JobSpec(TypedDict):
     where: NotRequired[dict[str, list[float | None]]]  # keep candidates whose measurements are in [min, max]
     candidate_budget: NotRequired[int]  # a filtered job fails after drawing this many candidates
     request: dict[str, Any]
-    chunks: list[tuple[int, int]]  # (first sample, count) of each chunk
+    chunks: list[tuple[int, int]]  # (first sample, count) of each chunk; (first candidate, count) when cut in
+    # candidate space (`candidate_chunks`)
 
 
 def plan_chunks(total: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(chunk_size, total - start)) for start in range(0, total, chunk_size)]
+
+
+MAX_CANDIDATE_CHUNKS = 64  # a filtered request's candidate budget is cut into at most this many chunk jobs
+
+
+def plan_candidate_chunks(budget: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(first candidate, count) of each chunk of a filtered request's candidate budget."""
+    return plan_chunks(budget, max(chunk_size, -(-budget // MAX_CANDIDATE_CHUNKS)))
+
+
+def candidate_chunks(spec: JobSpec) -> bool:
+    """A filtered request cut into chunks of candidates (its archive job writes the samples)."""
+    return bool(spec.get("where")) and len(spec["chunks"]) > 1
 
 
 def chunk_job_id(job_id: str, index: int) -> str:
@@ -61,6 +80,11 @@ class JobPaths:
     def measurements(self) -> Path:
         """An annotated job's measurements, one JSON file per sample (`<index>.json`), for /stream."""
         return self.root / "measurements"
+
+    @property
+    def candidates(self) -> Path:
+        """A filtered request's candidate chunks: the matching candidates each found, for its archive job."""
+        return self.root / "candidates"
 
     @property
     def parts(self) -> Path:

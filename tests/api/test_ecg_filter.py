@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from deepsynthbody.core.jobs import JobSpec
+from deepsynthbody.core.jobs import JobSpec, candidate_chunks, plan_candidate_chunks
 from deepsynthbody.core.settings import Settings
 from model_store import distributions
 from model_store.recipes import ecg_distributions
@@ -47,7 +47,7 @@ def _spec(job_id: str, where: dict, num_samples: int, budget: int, fmt: str = "w
 
 
 def test_same_bytes_whatever_the_batch_size(settings: Settings, ecg_model_dir: Path) -> None:
-    """A filtered job is one job (no fan-out), so the number of workers cannot change it; batches can."""
+    """Run as one job, a filtered job's bytes do not depend on its batch size."""
     where = {name: [r.get("min"), r.get("max")] for name, r in WHERE.items()}
     archives, selections = [], []
     for batch in (1, 5, 32):
@@ -59,6 +59,41 @@ def test_same_bytes_whatever_the_batch_size(settings: Settings, ecg_model_dir: P
             selections.append(json.loads(archive.read("manifest.json"))["selection"])
     assert archives[0] == archives[1] == archives[2] and "labels.csv" in archives[0]
     assert selections[0] == selections[1] == selections[2]
+
+
+def _archive_files(settings: Settings, job_id: str) -> tuple[dict[str, bytes], dict]:
+    with zipfile.ZipFile(settings.jobs_dir / job_id / "result.zip") as archive:
+        assert archive.testzip() is None
+        return ({n: archive.read(n) for n in archive.namelist() if n != "manifest.json"},
+                json.loads(archive.read("manifest.json"))["selection"])
+
+
+@pytest.mark.parametrize("fmt", ["wfdb", "npy"])
+def test_same_bytes_whatever_the_candidate_chunks(settings: Settings, ecg_model_dir: Path, fmt: str) -> None:
+    """Cut in candidate space, in chunks of 37 or 90 candidates, or not cut: the same samples, the same bytes.
+    Run here one chunk after another without RQ, so no chunk knows the earlier ones finished and each searches its
+    whole range (the most any chunk may find): the archive step still takes the first matching candidates."""
+    where = {"heart_rate": [60, 75]}
+    whole = _spec(f"candidates-whole-{fmt}", where, 10, 300, fmt)
+    tasks.run(whole, settings)
+    expected = _archive_files(settings, whole["job_id"])
+    for size in (37, 90):
+        spec = _spec(f"candidates-{size}-{fmt}", where, 10, 300, fmt)
+        spec["chunks"] = plan_candidate_chunks(300, size)
+        assert candidate_chunks(spec) and len(spec["chunks"]) > 2
+        chunks = [tasks.run_chunk(spec, index, settings) for index in range(len(spec["chunks"]))]
+        assert sum(c["candidates"]["accepted"] for c in chunks) > 10  # later chunks found more than was needed
+        tasks.assemble(spec, settings, None, chunks)
+        assert _archive_files(settings, spec["job_id"]) == expected
+        assert not (settings.jobs_dir / spec["job_id"] / "candidates").exists()
+
+
+def test_candidate_chunks_that_find_too_few_fail_saying_how_many(settings: Settings, ecg_model_dir: Path) -> None:
+    spec = _spec("candidates-too-few", {"heart_rate": [60, 70]}, 30, 40, fmt="npy")
+    spec["chunks"] = plan_candidate_chunks(40, 20)
+    chunks = [tasks.run_chunk(spec, index, settings) for index in range(2)]
+    with pytest.raises(ecg_filter.BudgetExceeded, match=r"kept \d+ of the 30 samples asked for after drawing 40"):
+        tasks.assemble(spec, settings, None, chunks)
 
 
 def test_a_job_past_its_candidate_budget_fails_saying_how_many_it_found(settings: Settings,

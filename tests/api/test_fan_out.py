@@ -67,3 +67,32 @@ def test_cancel_cancels_every_chunk(client: httpx.Client, settings: Settings) ->
     assert {job.get_status() for job in chunks} <= {"canceled", "stopped", "finished"}
     assert sum(job.get_status() == "finished" for job in chunks) < 40
     assert client.get(f"/jobs/{job_id}/result").status_code == 409
+
+
+FILTERED = {"num_samples": 25, "seed": 78, "format": "wfdb", "where": {"heart_rate": {"min": 60, "max": 72}}}
+
+
+def test_a_filtered_request_is_cut_in_candidate_space_and_two_workers_make_what_one_makes(
+        client: httpx.Client, settings: Settings) -> None:
+    """Its candidate budget is many chunks: the chunk jobs search them side by side, and any number of workers
+    (one, then two) give the same archive: the first 25 matching candidates, in candidate order."""
+    one = submit(client, FILTERED)["job_id"]
+    single = _archive(client, one)
+    second = start_worker(settings, batch_size=5)
+    try:
+        two = submit(client, FILTERED)["job_id"]
+        progress = []
+        while (job := client.get(f"/jobs/{two}").json())["status"] not in ("finished", "failed"):
+            progress.append(job["progress"]["done"])
+            time.sleep(0.05)
+        parallel = _archive(client, two)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    assert progress == sorted(progress) and all(done <= 25 for done in progress) and job["progress"]["done"] == 25
+    data = {name for name in single if name != "manifest.json"}
+    assert data == {name for name in parallel if name != "manifest.json"} and "labels.csv" in data
+    assert all(single[name] == parallel[name] for name in data)
+    manifests = json.loads(single["manifest.json"]), json.loads(parallel["manifest.json"])
+    assert manifests[0]["chunks"] > 2 and manifests[0]["selection"] == manifests[1]["selection"]
+    assert manifests[0]["selection"]["accepted"] == 25
