@@ -31,23 +31,30 @@ def _workers_of(settings: Settings, job_id: str, chunks: int) -> set[str]:
     return {job.worker_name for job in Job.fetch_many(ids, connection=redis, serializer=JSONSerializer) if job}
 
 
+def _with_a_second_worker(client: httpx.Client, settings: Settings, request: dict,
+                          ) -> tuple[str, list[int], dict, dict[str, bytes]]:
+    """The request run with a second worker beside the session's: its id, the progress seen while it ran, its
+    final status and its archive's members."""
+    second = start_worker(settings, batch_size=5)
+    try:
+        job_id = submit(client, request)["job_id"]
+        progress = []
+        while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("finished", "failed"):
+            progress.append(job["progress"]["done"])
+            time.sleep(0.05)
+        return job_id, progress, job, _archive(client, job_id)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+
+
 def test_two_workers_make_the_archive_one_worker_makes(client: httpx.Client, settings: Settings) -> None:
     one = submit(client, REQUEST)["job_id"]
     single = _archive(client, one)
     assert len(_workers_of(settings, one, 5)) == 1
 
-    second = start_worker(settings, batch_size=5)
-    try:
-        two = submit(client, REQUEST)["job_id"]
-        progress = []
-        while (job := client.get(f"/jobs/{two}").json())["status"] not in ("finished", "failed"):
-            progress.append(job["progress"]["done"])
-            time.sleep(0.05)
-        parallel = _archive(client, two)
-        assert len(_workers_of(settings, two, 5)) == 2
-    finally:
-        second.terminate()
-        second.wait(timeout=30)
+    two, progress, job, parallel = _with_a_second_worker(client, settings, REQUEST)
+    assert len(_workers_of(settings, two, 5)) == 2
 
     assert progress == sorted(progress) and job["progress"] == {"done": REQUEST["num_samples"], "total": REQUEST["num_samples"]}
     data = {name for name in single if name != "manifest.json"}
@@ -78,17 +85,7 @@ def test_a_filtered_request_is_cut_in_candidate_space_and_two_workers_make_what_
     (one, then two) give the same archive: the first 25 matching candidates, in candidate order."""
     one = submit(client, FILTERED)["job_id"]
     single = _archive(client, one)
-    second = start_worker(settings, batch_size=5)
-    try:
-        two = submit(client, FILTERED)["job_id"]
-        progress = []
-        while (job := client.get(f"/jobs/{two}").json())["status"] not in ("finished", "failed"):
-            progress.append(job["progress"]["done"])
-            time.sleep(0.05)
-        parallel = _archive(client, two)
-    finally:
-        second.terminate()
-        second.wait(timeout=30)
+    _, progress, job, parallel = _with_a_second_worker(client, settings, FILTERED)
     assert progress == sorted(progress) and all(done <= 25 for done in progress) and job["progress"]["done"] == 25
     data = {name for name in single if name != "manifest.json"}
     assert data == {name for name in parallel if name != "manifest.json"} and "labels.csv" in data
