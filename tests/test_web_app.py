@@ -157,6 +157,9 @@ def test_twenty_gi_tract_pairs_from_the_catalog_to_the_archive(page: Page, api_u
                                                                outside: list[str], tmp_path: Path) -> None:
     page.goto(api_url + "/")
     page.get_by_role("link", name=re.compile("^gi-tract SinGAN-Seg")).click()
+    # one version: no version picker, and nothing in its place (a null appended to the DOM reads "null")
+    expect(page.get_by_role("button", name="Generate")).to_be_visible()
+    expect(page.get_by_role("form", name="Make samples")).not_to_contain_text("null")
     page.get_by_role("button", name="Draw one sample").click()  # the card's preview, drawn by the model now
     preview = page.locator(".card-preview img")
     expect(preview).to_have_count(2)

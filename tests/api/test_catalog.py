@@ -16,6 +16,18 @@ def test_catalog_lists_all_body_systems_even_empty_ones(client: httpx.Client) ->
     assert [m["id"] for m in ecg["models"]] == ["pulse2pulse-ecg"]
 
 
+def test_five_body_systems_have_a_model_each(client: httpx.Client) -> None:
+    """The models the repository ships: one per body system in five of them."""
+    systems = client.get("/models").json()["body_systems"]
+    served = {s["name"]: {f"{sub['name']}/{m['id']}" for sub in s["subcategories"] for m in sub["models"]}
+              for s in systems}
+    shipped = {"cardiovascular": "ecg/pulse2pulse-ecg", "digestive": "gi-tract/singan-seg-polyp",
+               "respiratory": "chest-xray/singan-seg-chest-xray", "integumentary": "skin-lesion/singan-seg-skin-lesion",
+               "nervous": "retina/singan-seg-retina"}
+    for system, model in shipped.items():
+        assert model in served[system], (system, served[system])  # the test session adds a broken model or two
+
+
 def test_model_card_describes_the_ecg_model(client: httpx.Client) -> None:
     response = client.get("/models/cardiovascular/ecg")
     assert response.status_code == 200

@@ -142,7 +142,7 @@ export async function showModel(main, [category, subcategory, modelId], signal) 
   versionSelect?.addEventListener("change", render);
   render();
   const submit = el("button", { type: "submit", class: "primary" }, "Generate");
-  form.append(
+  form.append(...[ // DOM append writes a null as the text "null": a model with one version has no picker
     el("h2", { id: "form-title" }, "Make samples"),
     versionSelect ? el("div", { class: "field" }, [
       el("label", { for: "field-version-pick" }, "Model version"), versionSelect,
@@ -150,7 +150,7 @@ export async function showModel(main, [category, subcategory, modelId], signal) 
     ]) : null,
     fieldsBox,
     el("div", { class: "actions" }, [submit]),
-  );
+  ].filter(Boolean));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (!fields || !form.reportValidity()) return;
