@@ -61,18 +61,29 @@ class CuttingProxy:
             text = data.decode("latin-1").lower()
             if re.search(r"get /jobs/\w+/result ", text):
                 state["armed"], state["sent"] = self.cut_after is not None, 0
-            dst.sendall(data)
+            if not self._send(dst, data):
+                break
         self._close(src, dst)
 
     def _answers(self, src: socket.socket, dst: socket.socket, state: dict) -> None:
         while data := self._recv(src):
             if state["armed"] and self.cut_after is not None and state["sent"] + len(data) > self.cut_after:
-                dst.sendall(data[: self.cut_after - state["sent"]])
+                self._send(dst, data[: self.cut_after - state["sent"]])
                 self.cuts += 1
                 break
             state["sent"] += len(data)
-            dst.sendall(data)
+            if not self._send(dst, data):
+                break
         self._close(src, dst)
+
+    @staticmethod
+    def _send(sock: socket.socket, data: bytes) -> bool:
+        """False once the other direction's thread has closed the connection (the client left): nothing to send to."""
+        try:
+            sock.sendall(data)
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def _recv(sock: socket.socket) -> bytes:

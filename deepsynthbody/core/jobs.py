@@ -43,12 +43,17 @@ def plan_chunks(total: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(chunk_size, total - start)) for start in range(0, total, chunk_size)]
 
 
-MAX_CANDIDATE_CHUNKS = 64  # a filtered request's candidate budget is cut into at most this many chunk jobs
+# A filtered request's candidate budget is cut into about CANDIDATE_CHUNKS chunk jobs of at least
+# MIN_CANDIDATE_CHUNK candidates and at most `chunk_size` (but never more than MAX_CANDIDATE_CHUNKS jobs): small
+# enough that workers share even a small request (a later chunk learns it may stop only once the earlier ones have
+# finished, so a chunk is also what a worker may search in vain), large enough that a job's cost is its candidates.
+CANDIDATE_CHUNKS, MIN_CANDIDATE_CHUNK, MAX_CANDIDATE_CHUNKS = 16, 256, 64
 
 
 def plan_candidate_chunks(budget: int, chunk_size: int) -> list[tuple[int, int]]:
     """(first candidate, count) of each chunk of a filtered request's candidate budget."""
-    return plan_chunks(budget, max(chunk_size, -(-budget // MAX_CANDIDATE_CHUNKS)))
+    size = min(chunk_size, max(MIN_CANDIDATE_CHUNK, -(-budget // CANDIDATE_CHUNKS)))
+    return plan_chunks(budget, max(size, -(-budget // MAX_CANDIDATE_CHUNKS)))
 
 
 def candidate_chunks(spec: JobSpec) -> bool:

@@ -88,6 +88,20 @@ def test_same_bytes_whatever_the_candidate_chunks(settings: Settings, ecg_model_
         assert not (settings.jobs_dir / spec["job_id"] / "candidates").exists()
 
 
+@pytest.mark.parametrize(("budget", "chunk_size", "chunks"), [
+    (4066, 2000, 16),  # the README's example filter, 20 ECGs: 256-candidate chunks, so two workers share it
+    (4_000_000, 2000, 64),  # 10,000 ECGs of a rare filter: never more than 64 jobs
+    (656, 100, 7),  # never above the chunk size
+    (300, 37, 9),
+])
+def test_a_candidate_budget_is_cut_into_contiguous_chunks(budget: int, chunk_size: int, chunks: int) -> None:
+    planned = plan_candidate_chunks(budget, chunk_size)
+    assert len(planned) == chunks and planned[0][0] == 0
+    assert all(first + count == following for (first, count), (following, _) in zip(planned, planned[1:]))
+    assert sum(count for _, count in planned) == budget
+    assert max(count for _, count in planned) <= max(chunk_size, -(-budget // 64))
+
+
 def test_candidate_chunks_that_find_too_few_fail_saying_how_many(settings: Settings, ecg_model_dir: Path) -> None:
     spec = _spec("candidates-too-few", {"heart_rate": [60, 70]}, 30, 40, fmt="npy")
     spec["chunks"] = plan_candidate_chunks(40, 20)
