@@ -28,8 +28,6 @@ def _connect(args: Any) -> Redis:  # noqa: ANN401 - argparse.Namespace
         if not url:
             raise CommandError("set DSB_REDIS_URL to the Redis the API uses, or pass --data-dir of a running "
                                "`deepsynthbody serve`")
-    from redis import Redis
-
     connection = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
     try:
         connection.ping()

@@ -63,7 +63,6 @@ def archive_bound(manifest: Manifest, fmt: str, count: int, params: dict[str, An
     """At most this many bytes: the archive of `count` samples in `fmt`, manifest.json included. `annotated`: the
     samples carry their measurements (EDF+ annotations, DICOM waveform annotations)."""
     output = manifest.output
-    members: list[tuple[int, int]] = []  # (bytes of one member, how many), names apart
     name = len(getattr(output, "file_prefix", "sample")) + 16  # <prefix>_NNNNN[_mask].ext, up to 10 digits
     if isinstance(output, SignalOutput):
         channels = len(output.channel_names(params))

@@ -32,6 +32,13 @@ def matches(measured: dict[str, Any], where: dict[str, list[float | None]]) -> b
     return True
 
 
+def _matching(measured: dict[int, dict[str, Any]], start: int, count: int, where: dict[str, list[float | None]],
+              limit: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """A batch's measurements, taken out of `measured`, and the offsets of its first `limit` matches."""
+    batch = [measured.pop(start + offset) for offset in range(count)]
+    return batch, [k for k, m in enumerate(batch) if matches(m, where)][:limit]
+
+
 class Selection:
     def __init__(self, kind: str, ctx: EncodeContext, where: dict[str, list[float | None]], total: int, budget: int,
                  consume: Callable[[np.ndarray, int], None]) -> None:
@@ -50,8 +57,7 @@ class Selection:
             start += count
 
     def consume(self, candidates: np.ndarray, start: int) -> None:
-        measured = [self.candidates.pop(start + offset) for offset in range(len(candidates))]
-        kept = [k for k, m in enumerate(measured) if matches(m, self.where)][:self.total - self.accepted]
+        measured, kept = _matching(self.candidates, start, len(candidates), self.where, self.total - self.accepted)
         if not kept:
             return
         first = self.accepted
@@ -68,6 +74,9 @@ class Selection:
         drawn = self.last + 1
         return {"where": self.where, "candidates_drawn": drawn, "accepted": self.accepted,
                 "acceptance": round(self.accepted / drawn, 4), "candidate_budget": self.budget}
+
+
+ROWS, FOUND = ".rows", ".jsonl"  # a candidate chunk's kept candidates: raw rows, and one JSON line each
 
 
 class CandidateSearch:
@@ -91,8 +100,8 @@ class CandidateSearch:
         self.measure = annotations.measurer(kind, ctx, self.candidates)
         self.accepted, self.searched_to = 0, first
         folder.mkdir(parents=True, exist_ok=True)
-        self.rows_path, self.found_path = folder / f"{chunk:05d}{ROWS}", folder / f"{chunk:05d}{FOUND}"
-        self.rows, self.found = self.rows_path.open("wb"), self.found_path.open("wb")  # a retry searches again
+        # a retry searches again, from its first candidate
+        self.rows, self.found = (folder / f"{chunk:05d}{ROWS}").open("wb"), (folder / f"{chunk:05d}{FOUND}").open("wb")
         self._before: int | None = None
 
     def enough(self) -> bool:
@@ -110,9 +119,8 @@ class CandidateSearch:
             start += count
 
     def consume(self, candidates: np.ndarray, start: int) -> None:
-        measured = [self.candidates.pop(start + offset) for offset in range(len(candidates))]
+        measured, kept = _matching(self.candidates, start, len(candidates), self.where, self.total - self.accepted)
         self.searched_to = start + len(candidates)
-        kept = [k for k, m in enumerate(measured) if matches(m, self.where)][:self.total - self.accepted]
         if kept:
             self.rows.write(np.ascontiguousarray(candidates[kept], dtype=self.dtype).tobytes())
             self.found.write(b"".join(orjson.dumps({"candidate": start + k, "measurements": measured[k]}) + b"\n"
@@ -124,9 +132,6 @@ class CandidateSearch:
         self.rows.close()
         self.found.close()
         return {"first": self.first, "searched": self.searched_to - self.first, "accepted": self.accepted}
-
-
-ROWS, FOUND = ".rows", ".jsonl"  # a candidate chunk's kept candidates: raw rows, and one JSON line each
 
 
 def found_candidates(folder: Path, chunk: int, sample_shape: tuple[int, ...], dtype: np.dtype,

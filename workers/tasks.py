@@ -118,8 +118,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     def before_batch(start: int) -> None:
         lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at {start - first}/{total} samples")
 
-    _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
-            progress={"done": kept, "total": total})
+    _report_start(job, model, batch_size, started_at, {"done": kept, "total": total})
     with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
         ctx = _context(entry, spec, paths, members, index)
         writer, measure = ENCODERS[spec["format"]](ctx), None
@@ -138,9 +137,21 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
                                              spec["candidate_budget"], consume)
             plan, take, measure = selection.plan(batch_size), selection.consume, selection.measure
         pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure)
-    done = {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
-            "created_at": _created(job), "started_at": started_at}
+    done = _chunk_record(index, model, batch_size, started_at, job)
     return done | ({"selection": selection.finish()} if selection is not None else {})
+
+
+def _report_start(job: Job | None, model: runtime.ModelRuntime, batch_size: int, started_at: str,
+                  progress: dict[str, int]) -> None:
+    _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
+            progress=progress)
+
+
+def _chunk_record(index: int, model: runtime.ModelRuntime, batch_size: int, started_at: str,
+                  job: Job | None) -> dict[str, Any]:
+    """What a chunk returns (its RQ result) for the archive job's manifest."""
+    return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
+            "created_at": _created(job), "started_at": started_at}
 
 
 def _search_candidates(spec: JobSpec, index: int, settings: Settings, job: Job | None) -> dict[str, Any]:
@@ -159,16 +170,14 @@ def _search_candidates(spec: JobSpec, index: int, settings: Settings, job: Job |
     def before_batch(start: int) -> None:
         lifecycle.between_batches(f"job {spec['job_id']} chunk {index} at candidate {start}")
 
-    _report(job, started_at=started_at, provider=model.provider, arithmetic=model.arithmetic, batch_size=batch_size,
-            progress={"done": 0, "total": total})
+    _report_start(job, model, batch_size, started_at, {"done": 0, "total": total})
     ctx = _context(entry, spec, paths, None, index)  # measuring only: nothing is written in the format here
     search = ecg_filter.CandidateSearch(entry.manifest.measurements or "", ctx, spec["where"], total, first, count,
                                         paths.candidates, index, dtype, lambda: _found_before(spec, index, job),
                                         report)
     pipeline.produce(model, spec["seed"], spec["params"], search.plan(batch_size), search.consume, before_batch,
                      batch_size, search.measure)
-    return {"chunk": index, "provider": model.provider, "arithmetic": model.arithmetic, "batch_size": batch_size,
-            "created_at": _created(job), "started_at": started_at, "candidates": search.finish()}
+    return _chunk_record(index, model, batch_size, started_at, job) | {"candidates": search.finish()}
 
 
 def _found_before(spec: JobSpec, index: int, job: Job | None) -> int | None:
