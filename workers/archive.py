@@ -46,7 +46,8 @@ def _info(name: str, compression: int) -> zipfile.ZipInfo:
 
 
 class MemberZip:
-    """One chunk's per-sample members, zipped as they are added; `<part>.files.json` lists their sha256."""
+    """One chunk's per-sample members, zipped as they are added; `<part>.files.json` lists their sha256, and
+    `<part>.directory` keeps the part's own central directory (`restore`)."""
 
     def __init__(self, path: Path, compression: str) -> None:
         self.path, self.mode = path, _COMPRESSION[compression]
@@ -60,6 +61,9 @@ class MemberZip:
     def close(self) -> None:
         self.zip.close()
         listing(self.path).write_text(json.dumps(self.files))
+        with self.path.open("rb") as part:  # where its entries end, then its directory and end record
+            part.seek(self.zip.start_dir)
+            directory(self.path).write_bytes(self.zip.start_dir.to_bytes(8, "little") + part.read())
 
     def __enter__(self) -> Self:
         return self
@@ -74,6 +78,24 @@ class MemberZip:
 
 def listing(part: Path) -> Path:
     return part.with_name(f"{part.name}.files.json")
+
+
+def directory(part: Path) -> Path:
+    return part.with_name(f"{part.name}.directory")
+
+
+def restore(part: Path) -> None:
+    """The part as its chunk wrote it: an archive step builds the archive on the first part, appending the other
+    entries and a new directory after its own entries; killed midway, it leaves a file with no directory at its end,
+    which no zip reader opens. The part's entries are untouched, so cutting what came after them and putting back
+    the part's own directory makes it whole again."""
+    if not directory(part).exists():  # a part made before parts kept their directory: left as it is
+        return
+    saved = directory(part).read_bytes()
+    with part.open("r+b") as fh:
+        fh.truncate(int.from_bytes(saved[:8], "little"))
+        fh.seek(0, os.SEEK_END)
+        fh.write(saved[8:])
 
 
 def member_header(name: str) -> bytes:
@@ -144,14 +166,10 @@ def _finish_in_place(fh: Any, samples: SamplesFile, name: str) -> Placed:
 
 
 def _entries(part: Path) -> Placed:
-    """A chunk's part: its entries, where their bytes end, and their listing. The first part may already
-    have become the start of an archive whose building was interrupted: its own entries are then the first
-    ones of that archive's directory."""
-    files = json.loads(listing(part).read_text())
+    """A chunk's part as its chunk wrote it (`restore`): its entries, where their bytes end, and their listing."""
+    restore(part)
     with zipfile.ZipFile(part) as source:
-        infos = source.infolist()
-        end = infos[len(files)].header_offset if len(infos) > len(files) else source.start_dir
-    return infos[:len(files)], end, files
+        return source.infolist(), source.start_dir, json.loads(listing(part).read_text())
 
 
 def _digests(fd: int, start: int, length: int) -> tuple[int, str]:

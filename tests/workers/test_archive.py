@@ -101,6 +101,25 @@ def test_an_interrupted_archive_step_is_redone_to_the_same_bytes(tmp_path: Path,
     assert again == manifest
 
 
+@pytest.mark.parametrize("compression", ["stored", "deflated"])
+def test_an_archive_step_killed_while_it_extended_the_first_part_is_redone(tmp_path: Path, compression: str) -> None:
+    """Killed while it appended to the first part (the other entries written, the directory not): that part has no
+    directory at its end, so no zip reader opens it; the step done again puts back the part's own directory and
+    builds the same archive (found by the chaos test: the retries failed with "File is not a zip file")."""
+    first, manifest = _archive(tmp_path, [5, 9], compression, "killed")
+    paths = JobPaths(tmp_path, "killed")
+    parts = sorted(paths.parts.glob("*.members.zip"))
+    paths.archive.unlink()  # the step was killed before it renamed the archive into place
+    with parts[0].open("r+b") as part:
+        part.truncate(len(first) - 200)  # the directory and the end record cut off
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(parts[0])
+    again = archive.write(paths, parts, [([paths.parts / "00000.ndjson", paths.parts / "00001.ndjson"], "ecgs.ndjson")],
+                          {"job_id": "same"}, compression)
+    assert paths.archive.read_bytes() == first
+    assert again == manifest
+
+
 def _samples_archive(tmp_path: Path, job: str, rows: np.ndarray, order: list[int]) -> JobPaths:
     """An npy job's archive: its samples written behind the member's zip header, batches in `order`."""
     paths = JobPaths(tmp_path, job)
