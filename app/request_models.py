@@ -70,8 +70,8 @@ def _acceptable(document: dict[str, Any]) -> Any:
             if expected < distributions.ACCEPTANCE_FLOOR:
                 raise ValueError(
                     f"expected acceptance {expected:.2g} is below the floor {distributions.ACCEPTANCE_FLOOR:g}: of "
-                    f"{document['samples']} samples of this model, that share met the filter (measurements taken as "
-                    "independent); widen the ranges (the model card shows each measurement's distribution)")
+                    f"{document['samples']} samples of this model, that share met the filter; widen the ranges (the "
+                    "model card shows each measurement's distribution)")
         return request
 
     return model_validator(mode="after")(check)

@@ -45,7 +45,9 @@ class Results:
 
 
 def shown(value: float, unit: str) -> str:
-    return f"{value:.4g}" if unit in ("%", "uV") else f"{value:,.1f}"  # differences keep their precision
+    if unit in ("%", "uV", "ms", "of plain"):  # differences, costs and ratios keep their precision
+        return f"{value:.3g}" if unit == "of plain" else f"{value:.4g}"
+    return f"{value:,.1f}"
 
 
 def machine() -> dict[str, Any]:
@@ -218,10 +220,13 @@ EXAMPLE_FILTER = {"heart_rate": {"min": 50, "max": 60}, "qrs_duration": {"max": 
 def labelled_rows(client: httpx.Client, results: Results, n: int, filtered_n: int, workers: int, sink: Path) -> None:
     """A plain and an annotated npy job side by side, then the README's example filter: its throughput in ECGs
     delivered, its candidates per second and the acceptance it met."""
+    rates = {}
     for label, extra in (("plain", {}), ("annotated", {"annotate": True})):
         settle()
         seconds = end_to_end(client, {"num_samples": n, "seed": 1, "format": "npy", **extra}, sink)
-        results.add(f"service npy {label}, {workers} worker(s)", n / seconds)
+        rates[label] = n / seconds
+        results.add(f"service npy {label}, {workers} worker(s)", rates[label])
+    results.add(f"  annotated / plain, {workers} worker(s)", rates["annotated"] / rates["plain"], "of plain")
     settle()
     body = {"num_samples": filtered_n, "seed": 1, "format": "npy", "where": EXAMPLE_FILTER}
     seconds = end_to_end(client, body, sink)
@@ -232,6 +237,25 @@ def labelled_rows(client: httpx.Client, results: Results, n: int, filtered_n: in
     results.add(f"  its candidates per second, {workers} worker(s)", selection["candidates_drawn"] / seconds,
                 "candidates/s")
     results.add("  its acceptance", 100 * selection["acceptance"], "%")
+
+
+def measuring_cost(settings: Settings, count: int = 100, passes: int = 3) -> float:
+    """Milliseconds of one core that measuring one 12-lead ECG of the served model takes (in this process): the
+    median of `passes` passes over `count` ECGs, after one unmeasured pass."""
+    from workers import ecg_measurements, runtime
+
+    entry = open_store(settings).resolve("cardiovascular", "ecg")
+    params = {"leads": 12}
+    samples = runtime.load(entry, settings).samples(1, 0, count, params)
+    output = entry.manifest.output
+    names, rate = output.channel_names(params), output.sampling_rate  # type: ignore[union-attr]
+    costs = []
+    for _ in range(passes + 1):
+        started = time.process_time()
+        for sample in samples:
+            ecg_measurements.measure(sample, names, rate)
+        costs.append(1000 * (time.process_time() - started) / count)
+    return statistics.median(costs[1:])
 
 
 def peak_rss(service: Service, client: httpx.Client, count: int, fmt: str, sink: Path) -> float:
@@ -360,6 +384,8 @@ def run(n: int, rss_n: int, original_n: int, formats: tuple[str, ...], worker_co
                     service.stop()
                     shutil.rmtree(data / "redis", ignore_errors=True)  # the next service starts with an empty Redis
 
+        print("measuring an ECG (annotate, where), 100 ECGs, one core, median of 3 passes:", flush=True)
+        results.add("measuring one 12-lead ECG, one core", measuring_cost(Settings(data_dir=data)), "ms")
         sink = base / "download.zip"
         for workers in worker_counts:
             print(f"service end to end, {n} ECGs, {workers} worker(s), POST until the archive is downloaded:",

@@ -1,6 +1,7 @@
 """An annotated job's measurements, in every format: labels.csv, WFDB annotation files, NDJSON `measurements`.
 
-The samples are measured in the lanes that make them (`workers.pipeline.produce`, `measure`), into the encode
+The samples are measured as the lanes make them (`workers.pipeline.produce`, `measure`; the lanes hand each batch to
+the worker's measuring processes, `workers.measuring_processes`), into the encode
 context's `measurements` (sample index -> `workers.ecg_measurements.measure`'s dict), before any encoder writes
 them. `AnnotatedWriter` then adds, around the format's own writer: one labels.csv row per sample (a piece per
 chunk, joined in chunk order into the archive's labels.csv; chunk 0's piece starts with the header), and for
@@ -20,7 +21,7 @@ import numpy as np
 import orjson
 import wfdb
 
-from workers import ecg_measurements
+from workers import ecg_measurements, measuring_processes
 from workers.encoders.base import BatchWriter, EncodeContext
 
 LABELS_SUFFIX = ".labels"  # a chunk's piece of labels.csv in the job's parts folder
@@ -31,17 +32,25 @@ _SYMBOLS = (("P_onset", "("), ("P_peak", "p"), ("P_offset", ")"), ("QRS_onset", 
             ("QRS_offset", ")"), ("T_peak", "t"), ("T_offset", ")"))
 
 
-def measurer(kind: str, ctx: EncodeContext, into: dict[int, dict[str, Any]] | None = None,
-             ) -> Callable[[np.ndarray, int], None]:
-    """Measures a batch of samples into `ctx.measurements`, or `into` (kind: the manifest's `measurements`)."""
+def measurer(kind: str, ctx: EncodeContext, processes: int, lanes: int,
+             into: dict[int, dict[str, Any]] | None = None) -> Callable[[np.ndarray, int], None]:
+    """Measures a batch of samples into `ctx.measurements`, or `into` (kind: the manifest's `measurements`), in
+    `processes` processes side by side (`workers.measuring_processes`; in the calling thread where it cannot fork),
+    for up to `lanes` threads at once."""
     if kind != "ecg":
         raise ValueError(f"this model measures nothing (its manifest declares no measurements, kind {kind!r})")
     rate, names = ctx.output.sampling_rate, ctx.channel_names  # type: ignore[union-attr]
     target = ctx.measurements if into is None else into
+    forked = measuring_processes.available()
 
     def measure(samples: np.ndarray, start: int) -> None:
-        for offset, sample in enumerate(samples):
-            target[start + offset] = ecg_measurements.measure(sample, names, rate)
+        if forked:
+            measured = measuring_processes.measure_each(ecg_measurements.measure, samples, processes, lanes, names,
+                                                        rate)
+        else:
+            measured = [ecg_measurements.measure(sample, names, rate) for sample in samples]
+        for offset, values in enumerate(measured):
+            target[start + offset] = values
 
     return measure
 

@@ -41,10 +41,10 @@ def _matching(measured: dict[int, dict[str, Any]], start: int, count: int, where
 
 class Selection:
     def __init__(self, kind: str, ctx: EncodeContext, where: dict[str, list[float | None]], total: int, budget: int,
-                 consume: Callable[[np.ndarray, int], None]) -> None:
+                 consume: Callable[[np.ndarray, int], None], processes: tuple[int, int]) -> None:
         self.ctx, self.where, self.total, self.budget, self.consume_samples = ctx, where, total, budget, consume
         self.candidates: dict[int, dict[str, Any]] = {}  # measured, until their batch is selected
-        self.measure = annotations.measurer(kind, ctx, self.candidates)
+        self.measure = annotations.measurer(kind, ctx, *processes, self.candidates)
         self.accepted = 0
         self.last = -1  # the candidate index of the last sample kept
 
@@ -93,11 +93,12 @@ class CandidateSearch:
 
     def __init__(self, kind: str, ctx: EncodeContext, where: dict[str, list[float | None]], total: int, first: int,
                  count: int, folder: Path, chunk: int, dtype: np.dtype,
-                 found_before: Callable[[], int | None], report: Callable[[int], None]) -> None:
+                 found_before: Callable[[], int | None], report: Callable[[int], None],
+                 processes: tuple[int, int]) -> None:
         self.where, self.total, self.first, self.end = where, total, first, first + count
         self.found_before, self.report, self.dtype = found_before, report, dtype
         self.candidates: dict[int, dict[str, Any]] = {}
-        self.measure = annotations.measurer(kind, ctx, self.candidates)
+        self.measure = annotations.measurer(kind, ctx, *processes, self.candidates)
         self.accepted, self.searched_to = 0, first
         folder.mkdir(parents=True, exist_ok=True)
         # a retry searches again, from its first candidate

@@ -1,9 +1,11 @@
 """The measurements of one ECG, the way interpretation programs (GE 12SL, Glasgow) make them: on its median beat.
 
-Method: every lead is high-passed at 0.5 Hz (neurokit2's cleaning filter, once for all leads); R peaks are found on
-lead II (neurokit2's default detector); each lead's median beat is the sample-wise median of its beats aligned on
-those peaks, one RR interval long; lead II's median beat is delineated by neurokit2's discrete wavelet method (on
-three copies of it, so the delineator sees the record's heart rate and the middle copy has neighbours), and its
+Method: leads II and I are high-passed at 0.5 Hz (neurokit2's cleaning filter); R peaks are found on lead II
+(neurokit2's default detector); each lead's median beat is the sample-wise median of its beats aligned on those
+peaks, one RR interval long (II and I from the high-passed leads; every other lead's beats each lose their own mean
+first, which removes the baseline as far as R and S amplitudes need, at a sixth of the filter's cost); lead II's
+median beat is delineated by neurokit2's discrete wavelet method (on three copies of it and a fourth R peak, so the
+delineator sees the record's heart rate and the second copy has neighbours), and its
 fiducial points are mapped back onto every beat of the record. Frontal axes come from the net areas of leads I and
 aVF (II - I/2) over each wave; R and S amplitudes from each lead's median beat over the QRS, from the level at QRS
 onset. Delineating one beat instead of ten seconds is about ten times cheaper and steadier beat to beat.
@@ -39,7 +41,8 @@ from scipy import signal as scipy_signal
 _dwt = importlib.import_module("neurokit2.ecg.ecg_delineate")
 
 METHOD = (f"neurokit2 {nk.__version__}: R peaks (ecg_findpeaks, 'neurokit') on lead II high-passed at 0.5 Hz; "
-          "median beat of each lead over the record's beats; discrete wavelet delineation (ecg_delineate, 'dwt') "
+          "median beat of each lead over the record's beats (II and I high-passed, other leads each beat less its "
+          "mean); discrete wavelet delineation (ecg_delineate, 'dwt') "
           "of lead II's median beat; axes from the net areas of I and aVF")
 
 # The scalar measurements, their unit and what they are: what labels.csv, filters and the model card use.
@@ -85,8 +88,10 @@ def measure(sample: np.ndarray, channel_names: list[str], sampling_rate: float) 
     leads = {name: i for i, name in enumerate(channel_names)}
     result: dict[str, Any] = {name: None for name in MEASUREMENTS} | {name: None for name in PER_LEAD}
     result["fiducials"] = {name: [] for name in FIDUCIALS}
-    filtered = scipy_signal.sosfiltfilt(_highpass(sampling_rate), sample.astype(np.float64), axis=0)
-    lead_ii = filtered[:, leads["II"]] if "II" in leads else filtered[:, 0]
+    # the leads the delineation and the axes read, high-passed; every other lead's beats lose their own mean
+    clean = [k for k in dict.fromkeys((leads.get("II", 0), leads.get("I"))) if k is not None]
+    cleaned = scipy_signal.sosfiltfilt(_highpass(sampling_rate), sample[:, clean].astype(np.float64), axis=0)
+    lead_ii = cleaned[:, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # neurokit2 warns about what it cannot find; that is a None here
         peaks = np.asarray(nk.ecg_findpeaks(lead_ii, sampling_rate=int(sampling_rate))["ECG_R_Peaks"], dtype=np.int64)
@@ -97,8 +102,7 @@ def measure(sample: np.ndarray, channel_names: list[str], sampling_rate: float) 
     result |= {"heart_rate": round(60000.0 / rr_mean, 1), "rr_mean": round(rr_mean, 1),
                "rr_sd": round(float(rr.std()), 1)}
     result["fiducials"]["R_peaks"] = peaks.tolist()
-    template = _median_beat(filtered, peaks, int(round(np.median(np.diff(peaks)))), leads,
-                            sampling_rate)
+    template = _median_beat(sample, cleaned, clean, peaks, int(round(np.median(np.diff(peaks)))), sampling_rate)
     if template is None:
         return result
     points = template.points
@@ -120,23 +124,32 @@ def measure(sample: np.ndarray, channel_names: list[str], sampling_rate: float) 
     return result
 
 
-def _median_beat(filtered: np.ndarray, peaks: np.ndarray, rr: int, leads: dict[str, int],
+def _median_beat(sample: np.ndarray, cleaned: np.ndarray, clean: list[int], peaks: np.ndarray, rr: int,
                  sampling_rate: float) -> _Template | None:
-    """Each lead's median beat and the delineation of lead II's; None when too few beats fit in the record."""
+    """Each lead's median beat and the delineation of lead II's (`cleaned`: the high-passed leads `clean` of
+    `sample`, II first); None when too few beats fit in the record."""
     before = int(_PRE * rr)
     after = rr - before
-    kept = peaks[(peaks - before >= 0) & (peaks + after <= len(filtered))]
+    kept = peaks[(peaks - before >= 0) & (peaks + after <= len(sample))]
     if len(kept) < MIN_BEATS - 1:
         return None
     windows = kept[:, None] + np.arange(-before, after)[None, :]
-    beats = np.median(filtered[windows], axis=0)  # (time, leads)
-    lead_ii = beats[:, leads["II"]] if "II" in leads else beats[:, 0]
-    points = _delineate(lead_ii, before, sampling_rate)
+    raw = sample[windows].astype(np.float64)  # (beats, time, leads)
+    beats = _median(raw - raw.mean(axis=1, keepdims=True))  # (time, leads)
+    beats[:, clean] = _median(cleaned[windows])
+    points = _delineate(beats[:, clean[0]], before, sampling_rate)
     return _Template(beats, before, _ordered(points))
 
 
+def _median(beats: np.ndarray) -> np.ndarray:
+    """np.median(beats, axis=0), from one sort (np.median's partitioning costs 4 times as much here)."""
+    ordered = np.sort(beats, axis=0)
+    n = len(ordered)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+
+
 def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int | None]:
-    """Offsets from R of the points neurokit2's DWT delineator finds on the second of four copies of `beat`.
+    """Offsets from R of the points neurokit2's DWT delineator finds on the second of three copies of `beat`.
 
     These are the steps of `neurokit2.ecg_delineate(method="dwt")` (Martinez et al. 2004), called one by one:
     that function also finds Q and S peaks beat by beat through pandas (~40 ms) and refuses records under 4 s.
@@ -145,12 +158,16 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     the full-signal delineation (tests/workers/test_ecg_measurements.py) at a quarter of the cost."""
     rate = int(sampling_rate)
     rr = len(beat)
-    copies = np.tile(beat, _COPIES)
+    copies = np.tile(beat, _COPIES - 1)  # the fourth R peak only sets the heart rate: its beat is never searched
     rpeaks = r + rr * np.arange(_COPIES)
     lookback = max(1, int(0.08 * sampling_rate))
-    qpeaks = [int(p - lookback + np.argmin(copies[p - lookback:p])) if p >= lookback else np.nan for p in rpeaks]
+    qpeaks = [int(p - lookback + np.argmin(copies[p - lookback:p])) if lookback <= p <= len(copies) else np.nan
+              for p in rpeaks]
     dwtmatr = _dwt._dwt_compute_multiscales(copies, 9)
     tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(copies, rpeaks, dwtmatr, sampling_rate=rate)
+    # only the second copy's points are used: the other copies' waves are skipped from here on
+    ppeaks = [p if k == 1 else np.nan for k, p in enumerate(ppeaks)]
+    tpeaks = [p if k == 1 else np.nan for k, p in enumerate(tpeaks)]
     qrs_on, qrs_off = _dwt._dwt_delineate_qrs_bounds(rpeaks, dwtmatr, ppeaks, tpeaks, qpeaks, sampling_rate=rate)
     p_on, p_off = _dwt._dwt_delineate_tp_onsets_offsets(ppeaks, rpeaks, dwtmatr, sampling_rate=rate)
     _, t_off = _dwt._dwt_delineate_tp_onsets_offsets(tpeaks, rpeaks, dwtmatr, sampling_rate=rate,

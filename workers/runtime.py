@@ -33,7 +33,13 @@ class ModelRuntime:
     arithmetic: str  # fp32, tf32 (fp32 on a GPU's TF32 matrix units) or a variant's precision
     stream: Any = None  # the CUDA stream onnxruntime runs on (a cupy Stream), when the GPU path is available
     lanes: int = 1  # batches made side by side on the CPU, each by a single-threaded run
+    measuring_processes: int = 1  # processes an annotated or filtered job measures in (workers.measuring_processes)
     _gpu: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    @property
+    def measuring(self) -> tuple[int, int]:
+        """(processes, lanes): how an annotated or filtered job measures its batches (`workers.annotations`)."""
+        return self.measuring_processes, self.lanes
 
     def gpu_pipeline(self, params: dict[str, Any], batch: int) -> Any:
         """The GPU path's pipeline for these parameters (`workers.cuda_runtime`), or None where it does not apply."""
@@ -97,17 +103,18 @@ def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> Mode
         providers: list[Any] = ["CPUExecutionProvider"]
         stream = None
         lanes = 1
+        cores = settings.ort_threads or os.cpu_count() or 1
         if cuda_available(settings):
             providers, stream = _cuda_providers(settings)
         else:  # `lanes` single-threaded runs side by side (workers.pipeline), not one run over all cores
-            lanes = settings.ort_threads or os.cpu_count() or 1
+            lanes = cores
             options.intra_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=providers)
         provider = session.get_providers()[0]
         on_gpu = provider == "CUDAExecutionProvider"
         arithmetic = "tf32" if precision == "fp32" and on_gpu and settings.cuda_tf32 else precision
         _sessions[key] = ModelRuntime(entry, session, provider, arithmetic, stream if on_gpu else None,
-                                      lanes=1 if on_gpu else lanes)
+                                      lanes=1 if on_gpu else lanes, measuring_processes=cores)
         log.info("loaded %s on %s", entry.manifest.key, _sessions[key].provider)
     return _sessions[key]
 

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     )
     ort_threads: int = Field(
         0, ge=0, description="CPU threads a worker infers with: that many single-threaded onnxruntime runs side by "
-        "side, each on its own batch; 0: one per core."
+        "side, each on its own batch (and as many processes measuring an annotated job's samples); 0: one per core."
     )
     chunk_size: PositiveInt = Field(
         2000, description="Requests larger than this are split into chunks that workers run in parallel."

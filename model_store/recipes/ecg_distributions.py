@@ -2,8 +2,10 @@
 
 Draws `count` samples of the model (seed 0, 12 leads), measures each as an annotated job does
 (`workers.ecg_measurements.measure`) and writes, per scalar measurement: its unit, the fraction of samples where
-it is measurable, quantiles and a histogram. The API reads the file to show what is possible (model card) and to
-estimate a `where` filter's acceptance before it queues a job (`model_store.distributions`).
+it is measurable, quantiles and a histogram; and beside the document, the table of every sample's scalar
+measurements (`<name>.measurements.npy`, float32, NaN where not measurable). The API reads the document to show what
+is possible (model card) and counts in the table the share of samples a `where` filter keeps, before it queues a
+job (`model_store.distributions`).
 
     python -m model_store.recipes.ecg_distributions --count 10000   # the committed file; CI builds small ones
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store import distributions
 from model_store.store import open_store
 
 QUANTILES = (0, 0.5, 1, 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 100)
@@ -64,15 +67,20 @@ def summarise(measured: list[dict[str, Any]]) -> dict[str, Any]:
 
 def build(model_dir: Path, count: int, output: Path, seed: int = 0) -> dict[str, Any]:
     from model_store.store import load_manifest
-    from workers.ecg_measurements import METHOD
+    from workers.ecg_measurements import MEASUREMENTS, METHOD
 
     manifest = load_manifest(model_dir)
     started = time.perf_counter()
     measured = measure_model(model_dir, count, seed)
+    columns = list(MEASUREMENTS)
+    rows = np.array([[np.nan if m[name] is None else m[name] for name in columns] for m in measured], dtype=np.float32)
+    table = distributions.table_path(output)
+    np.save(table, rows)
     document = {
         "model": manifest.id, "version": manifest.version, "samples": count, "seed": seed, "leads": 12,
         "method": METHOD, "built_seconds": round(time.perf_counter() - started, 1), "platform": platform.platform(),
         "measurements": summarise(measured),
+        "table": {"file": table.name, "columns": columns, "dtype": "float32", "null": "NaN", "rows": count},
     }
     output.write_text(json.dumps(document, indent=1) + "\n")
     return document

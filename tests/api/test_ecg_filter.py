@@ -133,8 +133,9 @@ def test_bad_filters_are_refused_with_a_message(client: httpx.Client, where: dic
 
 def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path, tmp_path: Path) -> None:
     """The committed document is this recipe's output at 10,000 samples; CI builds a small one."""
-    document = ecg_distributions.build(ecg_model_dir, 24, tmp_path / "d.json")
-    assert json.loads((tmp_path / "d.json").read_text()) == document and document["samples"] == 24
+    path = tmp_path / "ecg.distributions.json"
+    document = ecg_distributions.build(ecg_model_dir, 24, path)
+    assert json.loads(path.read_text()) == document and document["samples"] == 24
     heart_rate = document["measurements"]["heart_rate"]
     assert heart_rate["unit"] == "bpm" and heart_rate["measurable"] == 1.0
     quantiles = list(heart_rate["quantiles"].values())
@@ -144,6 +145,28 @@ def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path
     assert distributions.expected_acceptance(document, {"heart_rate": (None, quantiles[0] - 1)}) == 0
     committed = json.loads(distributions.DOCUMENTS["pulse2pulse-ecg"].read_text())
     assert set(committed["measurements"]) == set(document["measurements"])
+    assert committed["table"]["columns"] == document["table"]["columns"] and committed["table"]["rows"] == 10_000
+
+
+def test_a_filters_expected_acceptance_counts_the_samples_that_meet_every_condition_at_once(
+        ecg_model_dir: Path, tmp_path: Path) -> None:
+    """A slow heart and a long RR interval are the same samples: counted together they are half of them, where
+    taking the two conditions as independent would say a quarter."""
+    path = tmp_path / "ecg.distributions.json"
+    ecg_distributions.build(ecg_model_dir, 24, path)
+    document = distributions.load(path)
+    measured = ecg_distributions.measure_model(ecg_model_dir, 24)  # the same samples, measured again
+    rates = sorted(m["heart_rate"] for m in measured)
+    slow, long_rr = rates[11], 60000 / rates[11]
+    where = {"heart_rate": (None, slow), "rr_mean": (long_rr - 0.05, None)}
+    kept = [m for m in measured if m["heart_rate"] <= slow and m["rr_mean"] >= long_rr - 0.05]
+    assert len(kept) == 12
+    assert distributions.expected_acceptance(document, where) == pytest.approx(12 / 24)
+    without_table = json.loads(path.read_text()) | {"table": None}  # the histograms' product
+    assert distributions.expected_acceptance(without_table, where) == pytest.approx(1 / 4, abs=0.1)
+    unmeasurable = {"pr_interval": (0, 1000)}  # a sample without a P wave never passes
+    assert distributions.expected_acceptance(document, unmeasurable) == pytest.approx(
+        sum(m["pr_interval"] is not None for m in measured) / 24)
 
 
 def test_the_model_card_shows_the_method_and_each_measurements_distribution(client: httpx.Client) -> None:

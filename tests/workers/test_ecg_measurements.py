@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import neurokit2 as nk
 import numpy as np
@@ -35,8 +36,9 @@ def ecgs(settings: Settings, ecg_model_dir: Path) -> tuple[np.ndarray, list[str]
     return model.samples(42, 0, COUNT, params), entry.manifest.output.channel_names(params)
 
 
-def _reference(lead_ii: np.ndarray) -> dict[str, float]:
-    """neurokit2's full-signal, beat-by-beat delineation: HR from all RR intervals, median QRS and QT over beats."""
+def _reference(lead_ii: np.ndarray) -> dict[str, Any]:
+    """neurokit2's full-signal, beat-by-beat delineation: HR from all RR intervals, median QRS and QT over beats
+    (and each beat's QRS and QT, under `beats`)."""
     cleaned = scipy_signal.sosfiltfilt(ecg_measurements._highpass(RATE), lead_ii.astype(np.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -49,9 +51,16 @@ def _reference(lead_ii: np.ndarray) -> dict[str, float]:
     ms = 1000.0 / RATE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a record whose every beat lacks a point: NaN
+        beats = {"qrs_duration": (offsets[:n] - onsets[:n]) * ms, "qt_interval": (t_offsets[:n] - onsets[:n]) * ms}
         return {"heart_rate": 60000.0 / (np.mean(np.diff(peaks)) * ms),
-                "qrs_duration": float(np.nanmedian(offsets[:n] - onsets[:n]) * ms),
-                "qt_interval": float(np.nanmedian(t_offsets[:n] - onsets[:n]) * ms)}
+                **{name: float(np.nanmedian(values)) for name, values in beats.items()}, "beats": beats}
+
+
+def _halves_apart(beats: np.ndarray) -> float:
+    """How far the reference's median over a record's odd beats is from its median over the even ones."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return abs(float(np.nanmedian(beats[0::2]) - np.nanmedian(beats[1::2])))
 
 
 def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[str]]) -> None:
@@ -64,16 +73,22 @@ def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[st
         diffs = np.array([m[key] - r[ref_key] if m[key] is not None and np.isfinite(r[ref_key]) else np.nan
                           for m, r in zip(measured, references)])
         known = diffs[np.isfinite(diffs)]
+        halves = np.array([_halves_apart(r["beats"][key]) for r in references if key in r["beats"]])
         rows[key] = (tolerance, float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)),
-                     float(np.percentile(np.abs(known), 90)), int(np.sum(~np.isfinite(diffs))))
+                     float(np.percentile(np.abs(known), 90)), int(np.sum(~np.isfinite(diffs))),
+                     f"{np.mean(halves <= tolerance):.0%}" if len(halves) else "-")
     print(f"\nagreement with neurokit2 {nk.__version__} full-signal DWT delineation, {COUNT} ECGs (seed 42):")
-    print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured |")
-    for key, (tolerance, within, median, p90, missing) in rows.items():
-        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} |")
+    print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured "
+          "| reference's odd beats within tolerance of its even beats |")
+    for key, (tolerance, within, median, p90, missing, halves) in rows.items():
+        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} | {halves} |")
     assert rows["heart_rate"][1] >= 0.9  # the issue's target, met
     # The issue's 90 % for QRS and QT is not met (measured here 68 % and 60 %, medians +5 and +11 ms: the median
     # beat's QRS and QT come out a little longer than the median of per-beat values, and the reference misplaces
-    # some beats' points, e.g. a QRS onset near the P wave). These floors keep what was measured from getting worse.
+    # some beats' points, e.g. a QRS onset near the P wave). Nor could any measurement meet it: the reference does
+    # not agree that well with itself (its median over a record's odd beats is within tolerance of its median over
+    # the even ones for about 80 % of records for QRS and 70 % for QT: the last column). These floors keep what was
+    # measured from getting worse.
     assert rows["qrs_duration"][1] >= 0.6 and abs(rows["qrs_duration"][2]) <= 8
     assert rows["qt_interval"][1] >= 0.5 and abs(rows["qt_interval"][2]) <= 16
 
