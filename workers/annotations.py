@@ -1,7 +1,7 @@
 """An annotated job's measurements, in every format: labels.csv, WFDB annotation files, NDJSON `measurements`.
 
-The samples are measured as the lanes make them (`workers.pipeline.produce`, `measure`; the lanes hand each batch to
-the worker's measuring processes, `workers.measuring_processes`), into the encode
+The samples are measured batch by batch before they are encoded (`workers.pipeline.produce`, `measure`: the worker's
+measuring processes, `workers.measuring_processes`, while the lanes make the next batches), into the encode
 context's `measurements` (sample index -> `workers.ecg_measurements.measure`'s dict), before any encoder writes
 them. `AnnotatedWriter` then adds, around the format's own writer: one labels.csv row per sample (a piece per
 chunk, joined in chunk order into the archive's labels.csv; chunk 0's piece starts with the header), and for
@@ -32,11 +32,10 @@ _SYMBOLS = (("P_onset", "("), ("P_peak", "p"), ("P_offset", ")"), ("QRS_onset", 
             ("QRS_offset", ")"), ("T_peak", "t"), ("T_offset", ")"))
 
 
-def measurer(kind: str, ctx: EncodeContext, processes: int, lanes: int,
-             into: dict[int, dict[str, Any]] | None = None) -> Callable[[np.ndarray, int], None]:
+def measurer(kind: str, ctx: EncodeContext, processes: int, into: dict[int, dict[str, Any]] | None = None,
+             ) -> Callable[[np.ndarray, int], None]:
     """Measures a batch of samples into `ctx.measurements`, or `into` (kind: the manifest's `measurements`), in
-    `processes` processes side by side (`workers.measuring_processes`; in the calling thread where it cannot fork),
-    for up to `lanes` threads at once."""
+    `processes` processes side by side (`workers.measuring_processes`; in the calling thread where it cannot fork)."""
     if kind != "ecg":
         raise ValueError(f"this model measures nothing (its manifest declares no measurements, kind {kind!r})")
     rate, names = ctx.output.sampling_rate, ctx.channel_names  # type: ignore[union-attr]
@@ -45,8 +44,7 @@ def measurer(kind: str, ctx: EncodeContext, processes: int, lanes: int,
 
     def measure(samples: np.ndarray, start: int) -> None:
         if forked:
-            measured = measuring_processes.measure_each(ecg_measurements.measure, samples, processes, lanes, names,
-                                                        rate)
+            measured = measuring_processes.measure_each(ecg_measurements.measure, samples, processes, names, rate)
         else:
             measured = [ecg_measurements.measure(sample, names, rate) for sample in samples]
         for offset, values in enumerate(measured):

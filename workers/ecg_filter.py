@@ -1,7 +1,7 @@
 """A filtered job (`"where"`): sample i is the i-th candidate, in candidate order, whose measurements match.
 
 Candidates are drawn exactly as samples are (candidate c has the noise of sample index c of the job's seed), made
-and measured in the lanes batch by batch, and selected in order by the encoder's thread: which candidates are kept
+in the lanes batch by batch, and measured and selected in order in the encoder's thread: which candidates are kept
 depends only on the seed and the filter, never on the batch size or how far the lanes ran ahead, so the same
 request gives the same bytes. A job runs until it has its samples or has drawn its candidate budget; then it fails
 saying how many it found.
@@ -41,10 +41,10 @@ def _matching(measured: dict[int, dict[str, Any]], start: int, count: int, where
 
 class Selection:
     def __init__(self, kind: str, ctx: EncodeContext, where: dict[str, list[float | None]], total: int, budget: int,
-                 consume: Callable[[np.ndarray, int], None], processes: tuple[int, int]) -> None:
+                 consume: Callable[[np.ndarray, int], None], processes: int) -> None:
         self.ctx, self.where, self.total, self.budget, self.consume_samples = ctx, where, total, budget, consume
         self.candidates: dict[int, dict[str, Any]] = {}  # measured, until their batch is selected
-        self.measure = annotations.measurer(kind, ctx, *processes, self.candidates)
+        self.measure = annotations.measurer(kind, ctx, processes, self.candidates)
         self.accepted = 0
         self.last = -1  # the candidate index of the last sample kept
 
@@ -93,12 +93,11 @@ class CandidateSearch:
 
     def __init__(self, kind: str, ctx: EncodeContext, where: dict[str, list[float | None]], total: int, first: int,
                  count: int, folder: Path, chunk: int, dtype: np.dtype,
-                 found_before: Callable[[], int | None], report: Callable[[int], None],
-                 processes: tuple[int, int]) -> None:
+                 found_before: Callable[[], int | None], report: Callable[[int], None], processes: int) -> None:
         self.where, self.total, self.first, self.end = where, total, first, first + count
         self.found_before, self.report, self.dtype = found_before, report, dtype
         self.candidates: dict[int, dict[str, Any]] = {}
-        self.measure = annotations.measurer(kind, ctx, *processes, self.candidates)
+        self.measure = annotations.measurer(kind, ctx, processes, self.candidates)
         self.accepted, self.searched_to = 0, first
         folder.mkdir(parents=True, exist_ok=True)
         # a retry searches again, from its first candidate

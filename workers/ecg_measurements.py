@@ -66,6 +66,7 @@ PER_LEAD: dict[str, tuple[str, str]] = {
 FIDUCIALS = ("P_onset", "P_peak", "P_offset", "QRS_onset", "QRS_offset", "R_peaks", "T_peak", "T_offset")
 _DELINEATED = ("P_onset", "P_peak", "P_offset", "QRS_onset", "QRS_offset", "T_peak", "T_offset")
 _COPIES = 4  # neurokit2 takes a heart rate from 4 R peaks or more
+_DEEPEST_SCALE = 3  # the DWT steps' deepest base scale (T peaks: 3; P peaks, QRS, onsets and offsets: 2)
 _ORDER = ("P_onset", "P_peak", "P_offset", "QRS_onset", "R", "QRS_offset", "T_peak", "T_offset")
 MIN_BEATS = 3  # fewer R peaks than this in a record: nothing is measured
 _PRE = 0.4  # a median beat runs from 0.4 RR before its R peak to 0.6 RR after it
@@ -134,8 +135,8 @@ def _median_beat(sample: np.ndarray, cleaned: np.ndarray, clean: list[int], peak
     if len(kept) < MIN_BEATS - 1:
         return None
     windows = kept[:, None] + np.arange(-before, after)[None, :]
-    raw = sample[windows].astype(np.float64)  # (beats, time, leads)
-    beats = _median(raw - raw.mean(axis=1, keepdims=True))  # (time, leads)
+    raw = sample[windows].astype(np.float32)  # (beats, time, leads)
+    beats = _median(raw - raw.mean(axis=1, keepdims=True)).astype(np.float64)  # (time, leads)
     beats[:, clean] = _median(cleaned[windows])
     points = _delineate(beats[:, clean[0]], before, sampling_rate)
     return _Template(beats, before, _ordered(points))
@@ -163,7 +164,10 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     lookback = max(1, int(0.08 * sampling_rate))
     qpeaks = [int(p - lookback + np.argmin(copies[p - lookback:p])) if lookback <= p <= len(copies) else np.nan
               for p in rpeaks]
-    dwtmatr = _dwt._dwt_compute_multiscales(copies, 9)
+    # the finest scales only: the steps below read scale 2 or 3 plus the heart rate's degree (neurokit2 computes 9,
+    # for 2000 Hz; the coarsest cost the most and are never read at 500 Hz), each scale the same as among 9
+    degree = _dwt._dwt_adjust_parameters(rpeaks, rate, target="degree")
+    dwtmatr = _dwt._dwt_compute_multiscales(copies, max(1, _DEEPEST_SCALE + 1 + degree))
     tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(copies, rpeaks, dwtmatr, sampling_rate=rate)
     # only the second copy's points are used: the other copies' waves are skipped from here on
     ppeaks = [p if k == 1 else np.nan for k, p in enumerate(ppeaks)]

@@ -1,14 +1,14 @@
 """The processes a worker measures samples in (an annotated or filtered job), kept for the worker's lifetime.
 
-neurokit2's delineation is mostly Python loops, which the lanes' threads would run one at a time under the GIL: in
-one worker on 2 cores, measuring in threads made annotated jobs 0.34 of plain ones. Each batch is cut into one piece
+neurokit2's delineation is mostly Python loops, which threads would run one at a time under the GIL: in one worker
+on 2 cores, measuring in the lanes' threads made annotated jobs 0.34 of plain ones. Each batch is cut into one piece
 per process instead, measured side by side, and the results come back in order (a batch's measurements do not
 depend on how it was cut).
 
 The samples do not travel through a pipe (pickled, ~0.4 ms per 12-lead ECG on 2 cores, a tenth of measuring it):
 the worker copies each batch into a slot of a memory map it shares with the processes, and they read it there.
-The processes are forked from the worker, with the map, the first time it measures, before that job's lanes start:
-they start in milliseconds with neurokit2 already imported. They ignore Ctrl-C (the worker decides what an
+The processes are forked from the worker, with the map, when a job that measures starts, before its lanes do
+(`prepare`; a later job reuses them): they start in milliseconds with neurokit2 already imported. They ignore Ctrl-C (the worker decides what an
 interrupt means) and leave when the worker is gone, even if it was killed. A process that dies fails the batch
 (RQ runs the job again) and the next batch forks a new set; a batch larger than the slots waits until none is in
 use and forks a new set with larger ones.
@@ -41,6 +41,7 @@ class _Processes:
     slots: int = 0
 
 
+SLOTS = 2  # batches being measured at once (a worker measures one at a time; a second caller need not wait)
 _condition = threading.Condition()
 _current: _Processes | None = None
 _shared: mmap.mmap | None = None  # the processes' view of the current map (inherited when they were forked)
@@ -51,12 +52,11 @@ def available() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: int, slots: int,
-                 *args: Any) -> list[Any]:
-    """[function(sample, *args) for sample in samples], in up to `processes` processes side by side; `slots`: how
-    many callers (threads) may measure at once."""
+def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: int, *args: Any) -> list[Any]:
+    """[function(sample, *args) for sample in samples], in up to `processes` processes side by side (one caller at
+    a time per slot: a worker's encoder thread; callers beyond the slots wait)."""
     samples = np.ascontiguousarray(samples)
-    processes_, slot = _acquire(processes, slots, samples.nbytes)
+    processes_, slot = _acquire(processes, SLOTS, samples.nbytes)
     try:
         offset = slot * processes_.slot_bytes
         np.ndarray(samples.shape, samples.dtype, processes_.buffer, offset)[...] = samples
@@ -70,6 +70,13 @@ def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: i
         raise
     finally:
         _release(processes_, slot)
+
+
+def prepare(processes: int, batch_bytes: int) -> None:
+    """Fork the processes now, with slots for batches of `batch_bytes`, unless those running already do: before a
+    job's lanes start, so that no thread is running inference when the worker forks."""
+    prepared, slot = _acquire(processes, SLOTS, batch_bytes)
+    _release(prepared, slot)
 
 
 def pids() -> list[int]:

@@ -8,6 +8,7 @@ README "Performance"). onnxruntime, numpy's generators and file writes release t
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from workers import noise
+from workers import measuring_processes, noise, postprocess
 from workers.runtime import ModelRuntime
 
 Consumer = Callable[[np.ndarray, int], None]
@@ -31,22 +32,25 @@ def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[t
             consume: Consumer, before_batch: Callable[[int], None], batch_size: int,
             measure: Measurer | None = None) -> None:
     """Run every batch of `plan` through the model and hand the samples to `consume(samples, start)` in order.
-    `measure(samples, start)`, when given, runs on each batch first: in the lanes that make it, on the CPU.
+    `measure(samples, start)`, when given, runs on each batch first, in the encoder's thread: it hands the batch to
+    the worker's measuring processes (`workers.measuring_processes`), and the lanes go on making the next batches.
 
     On the GPU path every batch runs at `batch_size` (short ones padded), so a sample's arithmetic does not
     depend on the size of the request it is part of."""
+    if measure is not None:
+        consume = _measured(measure, consume)
+        if measuring_processes.available():
+            shape, dtype = postprocess.sample_shape(model.entry.manifest.output, params)
+            measuring_processes.prepare(model.measuring_processes, batch_size * math.prod(shape) * dtype.itemsize)
     gpu = model.gpu_pipeline(params, batch_size)
     if gpu is not None:
-        _produce_on_gpu(gpu, seed, plan, consume if measure is None else _measured(measure, consume), before_batch)
+        _produce_on_gpu(gpu, seed, plan, consume, before_batch)
         return
     inputs = model.entry.manifest.noise_inputs
     lanes = model.lanes
 
     def make(start: int, count: int) -> np.ndarray:
-        samples = model.postprocess(model.run(noise.draw(inputs, seed, start, count), params), params)
-        if measure is not None:
-            measure(samples, start)
-        return samples
+        return model.postprocess(model.run(noise.draw(inputs, seed, start, count), params), params)
 
     with ThreadPoolExecutor(lanes, "infer") as making, ThreadPoolExecutor(1, "encode") as encoding:
         pending: deque[tuple[Future[np.ndarray], int]] = deque()

@@ -36,11 +36,6 @@ class ModelRuntime:
     measuring_processes: int = 1  # processes an annotated or filtered job measures in (workers.measuring_processes)
     _gpu: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
-    @property
-    def measuring(self) -> tuple[int, int]:
-        """(processes, lanes): how an annotated or filtered job measures its batches (`workers.annotations`)."""
-        return self.measuring_processes, self.lanes
-
     def gpu_pipeline(self, params: dict[str, Any], batch: int) -> Any:
         """The GPU path's pipeline for these parameters (`workers.cuda_runtime`), or None where it does not apply."""
         if self.stream is None:

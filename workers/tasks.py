@@ -123,7 +123,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
         ctx = _context(entry, spec, paths, members, index)
         writer, measure = ENCODERS[spec["format"]](ctx), None
         if spec.get("annotate") and entry.manifest.measurements:
-            measure = annotations.measurer(entry.manifest.measurements, ctx, *model.measuring)
+            measure = annotations.measurer(entry.manifest.measurements, ctx, model.measuring_processes)
             writer = annotations.AnnotatedWriter(writer, ctx, spec["format"], paths.measurements)
 
         def consume(batch: np.ndarray, start: int) -> None:
@@ -134,7 +134,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
         plan, selection, take = pipeline.batches(total, batch_size, first), None, consume
         if spec.get("where"):  # one chunk: its samples are found in candidate order
             selection = ecg_filter.Selection(entry.manifest.measurements or "", ctx, spec["where"], total,
-                                             spec["candidate_budget"], consume, model.measuring)
+                                             spec["candidate_budget"], consume, model.measuring_processes)
             plan, take, measure = selection.plan(batch_size), selection.consume, selection.measure
         pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure)
     done = _chunk_record(index, model, batch_size, started_at, job)
@@ -174,7 +174,7 @@ def _search_candidates(spec: JobSpec, index: int, settings: Settings, job: Job |
     ctx = _context(entry, spec, paths, None, index)  # measuring only: nothing is written in the format here
     search = ecg_filter.CandidateSearch(entry.manifest.measurements or "", ctx, spec["where"], total, first, count,
                                         paths.candidates, index, dtype, lambda: _found_before(spec, index, job),
-                                        report, model.measuring)
+                                        report, model.measuring_processes)
     pipeline.produce(model, spec["seed"], spec["params"], search.plan(batch_size), search.consume, before_batch,
                      batch_size, search.measure)
     return _chunk_record(index, model, batch_size, started_at, job) | {"candidates": search.finish()}

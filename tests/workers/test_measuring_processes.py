@@ -47,7 +47,7 @@ def _fresh_processes() -> None:
 
 def test_a_batch_is_measured_in_processes_side_by_side_in_order() -> None:
     samples = _samples(37)
-    measured = measuring_processes.measure_each(_described, samples, 3, 1, 2)
+    measured = measuring_processes.measure_each(_described, samples, 3, 2)
     assert [m[:2] for m in measured] == [(int(s.sum()) * 2, 50) for s in samples]
     pids = {m[2] for m in measured}
     assert pids == set(measuring_processes.pids()) and len(pids) == 3 and os.getpid() not in pids
@@ -59,7 +59,7 @@ def test_threads_measuring_at_once_each_get_their_own_samples_back_and_larger_ba
 
     def lane(k: int) -> None:
         for index in range(k, len(batches), 2):
-            results[index] = measuring_processes.measure_each(_described, batches[index], 2, 2, 1)
+            results[index] = measuring_processes.measure_each(_described, batches[index], 2, 1)
 
     lanes = [threading.Thread(target=lane, args=(k,)) for k in range(2)]
     for thread in lanes:
@@ -72,21 +72,21 @@ def test_threads_measuring_at_once_each_get_their_own_samples_back_and_larger_ba
 
 def test_a_process_that_dies_fails_its_batch_and_the_next_batch_gets_new_ones() -> None:
     samples = _samples(4)
-    measuring_processes.measure_each(_pid, samples, 2, 1)
+    measuring_processes.measure_each(_pid, samples, 2)
     victim = measuring_processes.pids()[0]
     os.kill(victim, signal.SIGKILL)
     with pytest.raises(BrokenProcessPool):
         for _ in range(50):  # the pool notices the death at its next call
-            measuring_processes.measure_each(_pid, samples, 2, 1)
+            measuring_processes.measure_each(_pid, samples, 2)
             time.sleep(0.05)
-    assert victim not in measuring_processes.measure_each(_pid, samples, 2, 1)
+    assert victim not in measuring_processes.measure_each(_pid, samples, 2)
 
 
 def test_the_processes_ignore_ctrl_c_and_leave_when_their_worker_is_killed() -> None:
     script = ("import numpy as np, sys, time\n"
               "from workers import measuring_processes as m\n"
               "import os\n"
-              "m.measure_each(lambda_pid, np.zeros((8, 2)), 2, 1)\n"
+              "m.measure_each(lambda_pid, np.zeros((8, 2)), 2)\n"
               "print(*m.pids(), flush=True)\n"
               "time.sleep(60)\n")
     preamble = "import os\ndef lambda_pid(sample):\n    return os.getpid()\n"  # pickled by name: __main__
@@ -108,3 +108,15 @@ def test_the_processes_ignore_ctrl_c_and_leave_when_their_worker_is_killed() -> 
         worker.kill()
         worker.wait()
         worker.stdout.close()  # type: ignore[union-attr]
+
+
+def test_processes_prepared_for_a_jobs_batches_measure_them_all_without_forking_again() -> None:
+    batch = _samples(16)
+    measuring_processes.prepare(2, batch.nbytes)  # what a job does before its lanes start
+    forked = measuring_processes.pids()
+    assert len(forked) == 2
+    for seed in range(3):
+        measuring_processes.measure_each(_pid, _samples(16, seed), 2)
+    assert measuring_processes.pids() == forked
+    measuring_processes.prepare(2, batch.nbytes)  # the next job: the same processes
+    assert measuring_processes.pids() == forked
