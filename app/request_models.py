@@ -92,7 +92,7 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
             "fp32", description="Arithmetic of the generator: fp32 (default) or a variant the model ships: "
             + "; ".join(f"{name}: {v.description}" for name, v in manifest.variants.items())))
     if manifest.measurements:
-        fields["annotate"] = (bool, Field(False, description="Measure every sample (workers' lanes): labels.csv, "
+        fields["annotate"] = (bool, Field(False, description="Measure every sample (in the workers): labels.csv, "
                                           "annotation files and `measurements` in NDJSON lines; see the model card."))
     document = distributions.for_manifest(manifest)
     validators = {}

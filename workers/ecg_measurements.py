@@ -154,16 +154,19 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
 
     These are the steps of `neurokit2.ecg_delineate(method="dwt")` (Martinez et al. 2004), called one by one:
     that function also finds Q and S peaks beat by beat through pandas (~40 ms) and refuses records under 4 s.
-    Its QRS onset search ends at the Q peak, taken here as the lowest point of the 80 ms before R. neurokit2
+    Its QRS onset search ends at the Q peak (neurokit2: the last local minimum before R whose prominence exceeds 5 %
+    of the range; here, whose depth below the baseline does, `_q_point`: on 100 ECGs of each of two seeds, QRS
+    within 12 ms of the full-signal delineation for 79 % and 79 % of records against 75 % and 69 %, QT within
+    20 ms for 71 % and 72 % against 66 % and 60 %; the lowest point of the 80 ms before R, used before, gave
+    74 % / 64 % and 66 % / 61 %). neurokit2
     resamples records to 2000 Hz first; the median beat is delineated at its own rate, which agrees as well with
     the full-signal delineation (tests/workers/test_ecg_measurements.py) at a quarter of the cost."""
     rate = int(sampling_rate)
     rr = len(beat)
     copies = np.tile(beat, _COPIES - 1)  # the fourth R peak only sets the heart rate: its beat is never searched
     rpeaks = r + rr * np.arange(_COPIES)
-    lookback = max(1, int(0.08 * sampling_rate))
-    qpeaks = [int(p - lookback + np.argmin(copies[p - lookback:p])) if lookback <= p <= len(copies) else np.nan
-              for p in rpeaks]
+    q = _q_point(beat, r)
+    qpeaks = [p + q if q is not None and 0 <= p + q < len(copies) else np.nan for p in rpeaks]
     # the finest scales only: the steps below read scale 2 or 3 plus the heart rate's degree (neurokit2 computes 9,
     # for 2000 Hz; the coarsest cost the most and are never read at 500 Hz), each scale the same as among 9
     degree = _dwt._dwt_adjust_parameters(rpeaks, rate, target="degree")
@@ -183,6 +186,14 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
         value = values[1]  # the second copy: a copy before it and after it, like any beat of a record
         points[name] = None if value is None or np.isnan(value) else int(value) - int(rpeaks[1])
     return points
+
+
+def _q_point(beat: np.ndarray, r: int) -> int | None:
+    """The offset from R of the beat's Q point: its last local minimum before R lying below the baseline by more
+    than 5 % of the range before R; None when there is none (then there is no QRS onset either)."""
+    left = beat[:r]
+    minima, _ = scipy_signal.find_peaks(-left, height=0.05 * (left.max() - left.min()))
+    return int(minima[-1]) - r if len(minima) else None
 
 
 def _ordered(points: dict[str, int | None]) -> dict[str, int | None]:

@@ -83,13 +83,13 @@ def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[st
     for key, (tolerance, within, median, p90, missing, halves) in rows.items():
         print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} | {halves} |")
     assert rows["heart_rate"][1] >= 0.9  # the issue's target, met
-    # The issue's 90 % for QRS and QT is not met (measured here 68 % and 60 %, medians +5 and +11 ms: the median
+    # The issue's 90 % for QRS and QT is not met (measured here 75 % and 70 %, medians +2 and +9 ms: the median
     # beat's QRS and QT come out a little longer than the median of per-beat values, and the reference misplaces
     # some beats' points, e.g. a QRS onset near the P wave). The reference is noisy itself: its median over a
     # record's odd beats is within tolerance of its median over the even ones for only about 80 % of records for
     # QRS and 75 % for QT (the last column). These floors keep what was measured from getting worse.
-    assert rows["qrs_duration"][1] >= 0.6 and abs(rows["qrs_duration"][2]) <= 8
-    assert rows["qt_interval"][1] >= 0.5 and abs(rows["qt_interval"][2]) <= 16
+    assert rows["qrs_duration"][1] >= 0.7 and abs(rows["qrs_duration"][2]) <= 6
+    assert rows["qt_interval"][1] >= 0.65 and abs(rows["qt_interval"][2]) <= 12
 
 
 def test_every_measurement_is_there_in_its_unit_and_fiducials_are_in_order(ecgs: tuple[np.ndarray, list[str]]) -> None:
