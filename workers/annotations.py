@@ -35,18 +35,14 @@ _SYMBOLS = (("P_onset", "("), ("P_peak", "p"), ("P_offset", ")"), ("QRS_onset", 
 def measurer(kind: str, ctx: EncodeContext, processes: int, into: dict[int, dict[str, Any]] | None = None,
              ) -> Callable[[np.ndarray, int], None]:
     """Measures a batch of samples into `ctx.measurements`, or `into` (kind: the manifest's `measurements`), in
-    `processes` processes side by side (`workers.measuring_processes`; in the calling thread where it cannot fork)."""
+    `processes` processes side by side (`workers.measuring_processes`)."""
     if kind != "ecg":
         raise ValueError(f"this model measures nothing (its manifest declares no measurements, kind {kind!r})")
     rate, names = ctx.output.sampling_rate, ctx.channel_names  # type: ignore[union-attr]
     target = ctx.measurements if into is None else into
-    forked = measuring_processes.available()
 
     def measure(samples: np.ndarray, start: int) -> None:
-        if forked:
-            measured = measuring_processes.measure_each(ecg_measurements.measure, samples, processes, names, rate)
-        else:
-            measured = [ecg_measurements.measure(sample, names, rate) for sample in samples]
+        measured = measuring_processes.measure_each(ecg_measurements.measure, samples, processes, names, rate)
         for offset, values in enumerate(measured):
             target[start + offset] = values
 

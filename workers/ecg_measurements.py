@@ -5,8 +5,8 @@ Method: leads II and I are high-passed at 0.5 Hz (neurokit2's cleaning filter); 
 peaks, one RR interval long (II and I from the high-passed leads; every other lead's beats each lose their own mean
 first, which removes the baseline as far as R and S amplitudes need, at a sixth of the filter's cost); lead II's
 median beat is delineated by neurokit2's discrete wavelet method (on three copies of it and a fourth R peak, so the
-delineator sees the record's heart rate and the second copy has neighbours), and its
-fiducial points are mapped back onto every beat of the record. Frontal axes come from the net areas of leads I and
+delineator sees the record's heart rate and the second copy has neighbours), and its fiducial points are mapped
+back onto every beat of the record. Frontal axes come from the net areas of leads I and
 aVF (II - I/2) over each wave; R and S amplitudes from each lead's median beat over the QRS, from the level at QRS
 onset. Delineating one beat instead of ten seconds is about ten times cheaper and steadier beat to beat.
 
@@ -158,9 +158,9 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     of the range; here, whose depth below the baseline does, `_q_point`: on 100 ECGs of each of two seeds, QRS
     within 12 ms of the full-signal delineation for 79 % and 79 % of records against 75 % and 69 %, QT within
     20 ms for 71 % and 72 % against 66 % and 60 %; the lowest point of the 80 ms before R, used before, gave
-    74 % / 64 % and 66 % / 61 %). neurokit2
-    resamples records to 2000 Hz first; the median beat is delineated at its own rate, which agrees as well with
-    the full-signal delineation (tests/workers/test_ecg_measurements.py) at a quarter of the cost."""
+    74 % / 64 % and 66 % / 61 %). neurokit2 resamples records to 2000 Hz first; the median beat is delineated at its
+    own rate, which agrees as well with the full-signal delineation (tests/workers/test_ecg_measurements.py) at a
+    quarter of the cost."""
     rate = int(sampling_rate)
     rr = len(beat)
     copies = np.tile(beat, _COPIES - 1)  # the fourth R peak only sets the heart rate: its beat is never searched

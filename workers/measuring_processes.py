@@ -8,10 +8,11 @@ depend on how it was cut).
 The samples do not travel through a pipe (pickled, ~0.4 ms per 12-lead ECG on 2 cores, a tenth of measuring it):
 the worker copies each batch into a slot of a memory map it shares with the processes, and they read it there.
 The processes are forked from the worker, with the map, when a job that measures starts, before its lanes do
-(`prepare`; a later job reuses them): they start in milliseconds with neurokit2 already imported. They ignore Ctrl-C (the worker decides what an
-interrupt means) and leave when the worker is gone, even if it was killed. A process that dies fails the batch
-(RQ runs the job again) and the next batch forks a new set; a batch larger than the slots waits until none is in
-use and forks a new set with larger ones.
+(`prepare`; a later job reuses them): they start in milliseconds with neurokit2 already imported. They ignore
+Ctrl-C (the worker decides what an interrupt means) and leave when the worker is gone, even if it was killed. A
+process that dies fails the batch (RQ runs the job again) and the next batch forks a new set; a batch larger than
+the slots waits until none is in use and forks a new set with larger ones. Where the platform cannot fork, the
+caller's thread measures.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,9 @@ import numpy as np
 class _Processes:
     pool: ProcessPoolExecutor
     size: int  # processes
-    buffer: mmap.mmap  # `slots` slots of `slot_bytes`, shared with the processes
+    buffer: mmap.mmap  # SLOTS slots of `slot_bytes`, shared with the processes
     slot_bytes: int
-    free: list[int] = field(default_factory=list)
-    slots: int = 0
+    free: list[int]  # slots not in use, of SLOTS
 
 
 SLOTS = 2  # batches being measured at once (a worker measures one at a time; a second caller need not wait)
@@ -48,15 +48,17 @@ _shared: mmap.mmap | None = None  # the processes' view of the current map (inhe
 
 
 def available() -> bool:
-    """Whether this platform can fork measuring processes (elsewhere the lanes measure in their threads)."""
+    """Whether this platform can fork measuring processes."""
     return "fork" in multiprocessing.get_all_start_methods()
 
 
 def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: int, *args: Any) -> list[Any]:
     """[function(sample, *args) for sample in samples], in up to `processes` processes side by side (one caller at
     a time per slot: a worker's encoder thread; callers beyond the slots wait)."""
+    if not available():
+        return [function(sample, *args) for sample in samples]
     samples = np.ascontiguousarray(samples)
-    processes_, slot = _acquire(processes, SLOTS, samples.nbytes)
+    processes_, slot = _acquire(processes, samples.nbytes)
     try:
         offset = slot * processes_.slot_bytes
         np.ndarray(samples.shape, samples.dtype, processes_.buffer, offset)[...] = samples
@@ -75,7 +77,9 @@ def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: i
 def prepare(processes: int, batch_bytes: int) -> None:
     """Fork the processes now, with slots for batches of `batch_bytes`, unless those running already do: before a
     job's lanes start, so that no thread is running inference when the worker forks."""
-    prepared, slot = _acquire(processes, SLOTS, batch_bytes)
+    if not available():
+        return
+    prepared, slot = _acquire(processes, batch_bytes)
     _release(prepared, slot)
 
 
@@ -92,19 +96,18 @@ def stop() -> None:
             _forget(_current)
 
 
-def _acquire(size: int, slots: int, nbytes: int) -> tuple[_Processes, int]:
+def _acquire(size: int, nbytes: int) -> tuple[_Processes, int]:
     global _current
     with _condition:
         while True:
             current = _current
-            fits = current is not None and current.size >= size and current.slots >= slots and \
-                current.slot_bytes >= nbytes
+            fits = current is not None and current.size >= size and current.slot_bytes >= nbytes
             if fits and current is not None and current.free:
                 return current, current.free.pop()
-            if not fits and (current is None or len(current.free) == current.slots):  # none in use: replace them
+            if not fits and (current is None or len(current.free) == SLOTS):  # none in use: replace them
                 if current is not None:
                     _forget(current)
-                _current = _start(size, slots, nbytes)
+                _current = _start(size, nbytes)
                 continue
             _condition.wait()
 
@@ -124,14 +127,14 @@ def _forget(processes: _Processes) -> None:
         _condition.notify_all()
 
 
-def _start(size: int, slots: int, slot_bytes: int) -> _Processes:
+def _start(size: int, slot_bytes: int) -> _Processes:
     global _shared
-    buffer = mmap.mmap(-1, max(1, slots * slot_bytes))  # anonymous and shared: the forked processes see the writes
+    buffer = mmap.mmap(-1, max(1, SLOTS * slot_bytes))  # anonymous and shared: the forked processes see the writes
     _shared = buffer
     pool = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("fork"), initializer=_started,
                                initargs=(os.getpid(),))
     list(pool.map(abs, range(size)))  # forks them all now, while this job's lanes are not yet running
-    return _Processes(pool, size, buffer, slot_bytes, list(range(slots)), slots)
+    return _Processes(pool, size, buffer, slot_bytes, list(range(SLOTS)))
 
 
 def _each(piece: tuple[Callable[..., Any], int, int, tuple[int, ...], str, tuple[Any, ...]]) -> list[Any]:

@@ -39,9 +39,8 @@ def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[t
     depend on the size of the request it is part of."""
     if measure is not None:
         consume = _measured(measure, consume)
-        if measuring_processes.available():
-            shape, dtype = postprocess.sample_shape(model.entry.manifest.output, params)
-            measuring_processes.prepare(model.measuring_processes, batch_size * math.prod(shape) * dtype.itemsize)
+        shape, dtype = postprocess.sample_shape(model.entry.manifest.output, params)
+        measuring_processes.prepare(model.measuring_processes, batch_size * math.prod(shape) * dtype.itemsize)
     gpu = model.gpu_pipeline(params, batch_size)
     if gpu is not None:
         _produce_on_gpu(gpu, seed, plan, consume, before_batch)
