@@ -4,11 +4,11 @@ Method: leads II and I are high-passed at 0.5 Hz (neurokit2's cleaning filter); 
 (neurokit2's default detector); each lead's median beat is the sample-wise median of its beats aligned on those
 peaks, one RR interval long (II and I from the high-passed leads; every other lead's beats each lose their own mean
 first, which removes the baseline as far as R and S amplitudes need, at a sixth of the filter's cost); lead II's
-median beat is delineated by neurokit2's discrete wavelet method (on three copies of it and a fourth R peak, so the
-delineator sees the record's heart rate and the second copy has neighbours), and its fiducial points are mapped
-back onto every beat of the record. Frontal axes come from the net areas of leads I and
-aVF (II - I/2) over each wave; R and S amplitudes from each lead's median beat over the QRS, from the level at QRS
-onset. Delineating one beat instead of ten seconds is about ten times cheaper and steadier beat to beat.
+median beat is delineated by neurokit2's discrete wavelet method (on three copies of it and R peaks from the second
+on, so the delineator sees the record's heart rate and the second copy has neighbours), and its fiducial points are
+mapped back onto every beat of the record. Frontal axes come from the net areas of leads I and aVF (II - I/2) over
+each wave; R and S amplitudes from each lead's median beat over the QRS, from the level at QRS onset. Delineating
+one beat instead of ten seconds is about ten times cheaper and steadier beat to beat.
 
 `measure` returns a dict with exactly these keys (`MEASUREMENTS` gives the scalar ones with their units):
 
@@ -69,12 +69,32 @@ _COPIES = 4  # neurokit2 takes a heart rate from 4 R peaks or more
 _DEEPEST_SCALE = 3  # the DWT steps' deepest base scale (T peaks: 3; P peaks, QRS, onsets and offsets: 2)
 _ORDER = ("P_onset", "P_peak", "P_offset", "QRS_onset", "R", "QRS_offset", "T_peak", "T_offset")
 MIN_BEATS = 3  # fewer R peaks than this in a record: nothing is measured
+MIN_SECONDS = 0.75  # a shorter record measures nothing (neurokit2's R peak detector averages over 0.75 s)
 _PRE = 0.4  # a median beat runs from 0.4 RR before its R peak to 0.6 RR after it
 
 
 @lru_cache(maxsize=8)
 def _highpass(sampling_rate: float) -> np.ndarray:
     return scipy_signal.butter(5, 0.5, btype="highpass", output="sos", fs=sampling_rate)
+
+
+@lru_cache(maxsize=8)
+def _highpass_state(sampling_rate: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """The high-pass filter's sections, their steady-state initial conditions (n_sections, 2, 1) and the padding
+    `scipy.signal.sosfiltfilt` gives them (three times the filter's taps)."""
+    sos = _highpass(sampling_rate)
+    taps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    return sos, scipy_signal.sosfilt_zi(sos)[:, :, None], 3 * taps
+
+
+def _high_passed(leads: np.ndarray, sampling_rate: float) -> np.ndarray:
+    """`scipy.signal.sosfiltfilt(_highpass(rate), leads, axis=0)` to the bit, with the initial conditions it would
+    solve for on every call (half its cost on a 10-s record) computed once per sampling rate."""
+    sos, zi, edge = _highpass_state(sampling_rate)
+    padded = np.concatenate((2 * leads[:1] - leads[edge:0:-1], leads, 2 * leads[-1:] - leads[-2:-edge - 2:-1]))
+    forward, _ = scipy_signal.sosfilt(sos, padded, axis=0, zi=zi * padded[:1])
+    backward, _ = scipy_signal.sosfilt(sos, forward[::-1], axis=0, zi=zi * forward[-1:])
+    return backward[::-1][edge:-edge]
 
 
 @dataclass(frozen=True)
@@ -89,9 +109,11 @@ def measure(sample: np.ndarray, channel_names: list[str], sampling_rate: float) 
     leads = {name: i for i, name in enumerate(channel_names)}
     result: dict[str, Any] = {name: None for name in MEASUREMENTS} | {name: None for name in PER_LEAD}
     result["fiducials"] = {name: [] for name in FIDUCIALS}
+    if len(sample) < max(MIN_SECONDS * sampling_rate, _highpass_state(sampling_rate)[2] + 1):
+        return result  # shorter than the R peak detector's window or the filter's padding
     # the leads the delineation and the axes read, high-passed; every other lead's beats lose their own mean
     clean = [k for k in dict.fromkeys((leads.get("II", 0), leads.get("I"))) if k is not None]
-    cleaned = scipy_signal.sosfiltfilt(_highpass(sampling_rate), sample[:, clean].astype(np.float64), axis=0)
+    cleaned = _high_passed(sample[:, clean].astype(np.float64), sampling_rate)
     lead_ii = cleaned[:, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # neurokit2 warns about what it cannot find; that is a None here
@@ -163,18 +185,21 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     quarter of the cost."""
     rate = int(sampling_rate)
     rr = len(beat)
-    copies = np.tile(beat, _COPIES - 1)  # the fourth R peak only sets the heart rate: its beat is never searched
-    rpeaks = r + rr * np.arange(_COPIES)
+    # The R peaks start at the second copy: neurokit2 searches the waves of every R peak it is given, and the third
+    # and fourth lie past the copies' end, with nothing to search (4 T and P peak searches instead of 6); they only
+    # set the heart rate. The first copy is there for the second's P onset search and its wavelet transform.
+    copies = np.tile(beat, _COPIES - 1)
+    rpeaks = r + rr * np.arange(1, _COPIES + 1)
     q = _q_point(beat, r)
-    qpeaks = [p + q if q is not None and 0 <= p + q < len(copies) else np.nan for p in rpeaks]
+    qpeaks = [np.nan if q is None else rpeaks[0] + q] + [np.nan] * (_COPIES - 1)
     # the finest scales only: the steps below read scale 2 or 3 plus the heart rate's degree (neurokit2 computes 9,
     # for 2000 Hz; the coarsest cost the most and are never read at 500 Hz), each scale the same as among 9
     degree = _dwt._dwt_adjust_parameters(rpeaks, rate, target="degree")
     dwtmatr = _dwt._dwt_compute_multiscales(copies, max(1, _DEEPEST_SCALE + 1 + degree))
     tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(copies, rpeaks, dwtmatr, sampling_rate=rate)
     # only the second copy's points are used: the other copies' waves are skipped from here on
-    ppeaks = [p if k == 1 else np.nan for k, p in enumerate(ppeaks)]
-    tpeaks = [p if k == 1 else np.nan for k, p in enumerate(tpeaks)]
+    ppeaks = [ppeaks[0]] + [np.nan] * (_COPIES - 1)
+    tpeaks = [tpeaks[0]] + [np.nan] * (_COPIES - 1)
     qrs_on, qrs_off = _dwt._dwt_delineate_qrs_bounds(rpeaks, dwtmatr, ppeaks, tpeaks, qpeaks, sampling_rate=rate)
     p_on, p_off = _dwt._dwt_delineate_tp_onsets_offsets(ppeaks, rpeaks, dwtmatr, sampling_rate=rate)
     _, t_off = _dwt._dwt_delineate_tp_onsets_offsets(tpeaks, rpeaks, dwtmatr, sampling_rate=rate,
@@ -183,8 +208,8 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
              "T_peak": tpeaks, "T_offset": t_off}
     points: dict[str, int | None] = {"R": 0}
     for name, values in found.items():
-        value = values[1]  # the second copy: a copy before it and after it, like any beat of a record
-        points[name] = None if value is None or np.isnan(value) else int(value) - int(rpeaks[1])
+        value = values[0]  # the second copy's: a copy before it and after it, like any beat of a record
+        points[name] = None if value is None or np.isnan(value) else int(value) - int(rpeaks[0])
     return points
 
 
