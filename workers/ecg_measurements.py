@@ -27,6 +27,7 @@ everything that depends on it is None too (QT needs the T offset, the T axis too
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ FIDUCIALS = ("P_onset", "P_peak", "P_offset", "QRS_onset", "QRS_offset", "R_peak
 _DELINEATED = ("P_onset", "P_peak", "P_offset", "QRS_onset", "QRS_offset", "T_peak", "T_offset")
 _COPIES = 4  # neurokit2 takes a heart rate from 4 R peaks or more
 _DEEPEST_SCALE = 3  # the DWT steps' deepest base scale (T peaks: 3; P peaks, QRS, onsets and offsets: 2)
+# neurokit2's T peak search ends twice this (its default, in s at 60 bpm, scaled by the heart rate) after R
+_RT_DURATION = inspect.signature(_dwt._dwt_delineate_tp_peaks).parameters["rt_duration"].default
 _ORDER = ("P_onset", "P_peak", "P_offset", "QRS_onset", "R", "QRS_offset", "T_peak", "T_offset")
 MIN_BEATS = 3  # fewer R peaks than this in a record: nothing is measured
 MIN_SECONDS = 0.75  # a shorter record measures nothing (neurokit2's R peak detector averages over 0.75 s)
@@ -185,9 +188,8 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     quarter of the cost."""
     rate = int(sampling_rate)
     rr = len(beat)
-    # The R peaks start at the second copy: neurokit2 searches the waves of every R peak it is given, and the third
-    # and fourth lie past the copies' end, with nothing to search (4 T and P peak searches instead of 6); they only
-    # set the heart rate. The first copy is there for the second's P onset search and its wavelet transform.
+    # neurokit2 searches the waves of every R peak it is given: they start at the second copy (the first is there for
+    # the second's P onset search and its wavelet transform); the third and fourth only set the heart rate
     copies = np.tile(beat, _COPIES - 1)
     rpeaks = r + rr * np.arange(1, _COPIES + 1)
     q = _q_point(beat, r)
@@ -196,7 +198,12 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     # for 2000 Hz; the coarsest cost the most and are never read at 500 Hz), each scale the same as among 9
     degree = _dwt._dwt_adjust_parameters(rpeaks, rate, target="degree")
     dwtmatr = _dwt._dwt_compute_multiscales(copies, max(1, _DEEPEST_SCALE + 1 + degree))
-    tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(copies, rpeaks, dwtmatr, sampling_rate=rate)
+    # The P and T peak searches see the copies up to where the second copy's T peak search ends: the third copy's
+    # searches begin past it, and the fourth's past the copies' end, with nothing to search (2 searches out of 8,
+    # the second copy's, which are the same to the bit as over all the copies).
+    rt = _dwt._dwt_adjust_parameters(rpeaks, rate, duration=_RT_DURATION, target="duration")
+    seen = int(rpeaks[0]) + 2 * int(rt * rate)
+    tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(copies[:seen], rpeaks, dwtmatr[:, :seen], sampling_rate=rate)
     # only the second copy's points are used: the other copies' waves are skipped from here on
     ppeaks = [ppeaks[0]] + [np.nan] * (_COPIES - 1)
     tpeaks = [tpeaks[0]] + [np.nan] * (_COPIES - 1)
