@@ -66,10 +66,10 @@ def draw(lead_ii: np.ndarray, measured: dict, reference: dict[str, np.ndarray], 
     fiducials = measured["fiducials"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 7.5), gridspec_kw={"height_ratios": [1, 1.15]})
     top.plot(seconds, lead_ii / 1000, color="0.2", lw=0.7)
-    for key, values, style, label in (("QRS onset", onsets, "^", "tab:green"), ("T peak", t_peaks, "o", "tab:purple"),
+    for key, values, style, color in (("QRS onset", onsets, "^", "tab:green"), ("T peak", t_peaks, "o", "tab:purple"),
                                       ("T offset", t_offsets, "x", "tab:red")):
         found = values[np.isfinite(values)].astype(int)
-        top.plot(found / RATE, lead_ii[found] / 1000, style, color=label, ms=6, mew=2,
+        top.plot(found / RATE, lead_ii[found] / 1000, style, color=color, ms=6, mew=2,
                  label=f"reference's {key}, beat by beat")
     for key, color in (("QRS_onset", "tab:green"), ("T_offset", "tab:red")):
         for point in fiducials[key]:

@@ -200,13 +200,11 @@ def _delineate(beat: np.ndarray, r: int, sampling_rate: float) -> dict[str, int 
     dwtmatr = _dwt._dwt_compute_multiscales(copies, max(1, _DEEPEST_SCALE + 1 + degree))
     # The P and T peak searches see the copies up to where the second copy's T peak search ends: the third copy's
     # searches begin past it, and the fourth's past the copies' end, with nothing to search (2 searches out of 8,
-    # the second copy's, which are the same to the bit as over all the copies).
+    # the second copy's, which are the same to the bit as over all the copies). The steps after skip a copy without
+    # a P or T peak, so they too work on the second copy only.
     rt = _dwt._dwt_adjust_parameters(rpeaks, rate, duration=_RT_DURATION, target="duration")
     seen = int(rpeaks[0]) + 2 * int(rt * rate)
     tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(copies[:seen], rpeaks, dwtmatr[:, :seen], sampling_rate=rate)
-    # only the second copy's points are used: the other copies' waves are skipped from here on
-    ppeaks = [ppeaks[0]] + [np.nan] * (_COPIES - 1)
-    tpeaks = [tpeaks[0]] + [np.nan] * (_COPIES - 1)
     qrs_on, qrs_off = _dwt._dwt_delineate_qrs_bounds(rpeaks, dwtmatr, ppeaks, tpeaks, qpeaks, sampling_rate=rate)
     p_on, p_off = _dwt._dwt_delineate_tp_onsets_offsets(ppeaks, rpeaks, dwtmatr, sampling_rate=rate)
     _, t_off = _dwt._dwt_delineate_tp_onsets_offsets(tpeaks, rpeaks, dwtmatr, sampling_rate=rate,
