@@ -7,6 +7,8 @@ analysis), each interval being the median of its per-beat values. Both see lead 
 
 from __future__ import annotations
 
+import importlib
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ from deepsynthbody.core.settings import Settings
 from model_store.store import open_store
 from workers import ecg_measurements, runtime
 from workers.ecg_measurements import FIDUCIALS, MEASUREMENTS, PER_LEAD, measure
+
+# neurokit2's DWT steps, which the measurement calls on the median beat (see `_beat_by_beat`)
+_dwt = importlib.import_module("neurokit2.ecg.ecg_delineate")
 
 RATE = 500.0
 COUNT = 60  # ECGs compared with the reference (the reference costs ~70 ms each)
@@ -62,6 +67,34 @@ def _reference(lead_ii: np.ndarray) -> dict[str, Any]:
                 "qt_without_short_tails": float(np.nanmedian(beats["qt_interval"][t_tails > SHORT_T_TAIL]))}
 
 
+def _beat_by_beat(lead_ii: np.ndarray) -> dict[str, float]:
+    """The measurement's own steps on every beat instead of the median beat: the same high-pass, R peaks, Q point
+    (over the same 0.4 RR before each R) and DWT steps at 500 Hz, over the whole record; QRS and QT the median of
+    the per-beat values. Where it agrees with the reference and the median beat does not, the gap is the median
+    beat's; `seconds` is what it costs beside the measurement."""
+    start = time.perf_counter()
+    cleaned = ecg_measurements._high_passed(lead_ii[:, None].astype(np.float64), RATE)[:, 0]
+    rate = int(RATE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peaks = np.asarray(nk.ecg_findpeaks(cleaned, sampling_rate=rate)["ECG_R_Peaks"], dtype=np.int64)
+        before = int(0.4 * np.median(np.diff(peaks)))
+        qpeaks = [np.nan] * len(peaks)
+        for i, r in enumerate(peaks):
+            q = ecg_measurements._q_point(cleaned[max(0, r - before):r + 1], min(r, before))
+            qpeaks[i] = np.nan if q is None else r + q
+        degree = _dwt._dwt_adjust_parameters(peaks, rate, target="degree")
+        dwtmatr = _dwt._dwt_compute_multiscales(cleaned, max(1, ecg_measurements._DEEPEST_SCALE + 1 + degree))
+        tpeaks, ppeaks = _dwt._dwt_delineate_tp_peaks(cleaned, peaks, dwtmatr, sampling_rate=rate)
+        onsets, offsets = _dwt._dwt_delineate_qrs_bounds(peaks, dwtmatr, ppeaks, tpeaks, qpeaks, sampling_rate=rate)
+        _, t_offsets = _dwt._dwt_delineate_tp_onsets_offsets(tpeaks, peaks, dwtmatr, sampling_rate=rate,
+                                                             onset_weight=0.6, duration_onset=0.6)
+        onsets, offsets, t_offsets = (np.asarray(v, dtype=float) for v in (onsets, offsets, t_offsets))
+        ms = 1000.0 / RATE
+        return {"qrs_duration": float(np.nanmedian((offsets - onsets) * ms)),
+                "qt_interval": float(np.nanmedian((t_offsets - onsets) * ms)), "seconds": time.perf_counter() - start}
+
+
 def _halves_apart(beats: np.ndarray) -> float:
     """How far the reference's median over a record's odd beats is from its median over the even ones."""
     with warnings.catch_warnings():
@@ -72,22 +105,32 @@ def _halves_apart(beats: np.ndarray) -> float:
 def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[str]]) -> None:
     samples, names = ecgs
     lead_ii = names.index("II")
-    measured = [measure(sample, names, RATE) for sample in samples]
+    measured, measure_seconds = [], []
+    for sample in samples:
+        start = time.perf_counter()
+        measured.append(measure(sample, names, RATE))
+        measure_seconds.append(time.perf_counter() - start)
     references = [_reference(sample[:, lead_ii]) for sample in samples]
+    beat_by_beat = [_beat_by_beat(sample[:, lead_ii]) for sample in samples]
     rows = {}
     for key, ref_key, tolerance in TOLERANCES:
         diffs = np.array([m[key] - r[ref_key] if m[key] is not None and np.isfinite(r[ref_key]) else np.nan
                           for m, r in zip(measured, references)])
         known = diffs[np.isfinite(diffs)]
         halves = np.array([_halves_apart(r["beats"][key]) for r in references if key in r["beats"]])
+        every_beat = np.array([b[key] - r[ref_key] for b, r in zip(beat_by_beat, references) if key in b])
         rows[key] = (tolerance, float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)),
                      float(np.percentile(np.abs(known), 90)), int(np.sum(~np.isfinite(diffs))),
-                     f"{np.mean(halves <= tolerance):.0%}" if len(halves) else "-")
+                     f"{np.mean(halves <= tolerance):.0%}" if len(halves) else "-",
+                     float(np.mean(np.abs(every_beat) <= tolerance)) if len(every_beat) else None)
     print(f"\nagreement with neurokit2 {nk.__version__} full-signal DWT delineation, {COUNT} ECGs (seed 42):")
     print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured "
-          "| reference's odd beats within tolerance of its even beats |")
-    for key, (tolerance, within, median, p90, missing, halves) in rows.items():
-        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} | {halves} |")
+          "| reference's odd beats within tolerance of its even beats | the same steps on every beat: within |")
+    for key, (tolerance, within, median, p90, missing, halves, every_beat) in rows.items():
+        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} | {halves} "
+              f"| {'-' if every_beat is None else f'{every_beat:.0%}'} |")
+    print(f"delineating every beat: {np.median([b['seconds'] for b in beat_by_beat]) * 1000:.1f} ms per ECG (median), "
+          f"the whole measurement on the median beat {np.median(measure_seconds) * 1000:.1f} ms")
     reference_tails = np.concatenate([r["t_tails"] for r in references])
     tails = np.array([(m["fiducials"]["T_offset"][0] - m["fiducials"]["T_peak"][0]) * 1000.0 / RATE
                       for m in measured if m["fiducials"]["T_offset"] and m["fiducials"]["T_peak"]])
@@ -98,13 +141,18 @@ def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[st
           f"reference's median over its other beats: {np.mean(np.abs(plausible) <= 20):.0%}")
     assert np.mean(tails <= SHORT_T_TAIL) <= 0.05
     assert rows["heart_rate"][1] >= 0.9  # the issue's target, met
-    # The issue's 90 % for QRS and QT is not met (measured here 75 % and 70 %, medians +2 and +9 ms: the median
-    # beat's QRS and QT come out a little longer than the median of per-beat values, and the reference misplaces
-    # some beats' points, e.g. a QRS onset near the P wave). The reference is noisy itself: its median over a
-    # record's odd beats is within tolerance of its median over the even ones for only about 80 % of records for
-    # QRS and 75 % for QT (the last column). These floors keep what was measured from getting worse.
+    # The issue's 90 % for QRS and QT is not met (measured here 75 % and 70 %, medians +2 and +9 ms): delineating
+    # the median beat's waveform is not taking the median of each beat's delineation. The model's beats vary within
+    # a record and the delineator places some beats' points oddly (a T offset on the T wave): the reference's median
+    # over a record's odd beats is within tolerance of its median over the even ones for only 78 % (QRS) and 75 %
+    # (QT) of records. These floors keep what was measured from getting worse.
     assert rows["qrs_duration"][1] >= 0.7 and abs(rows["qrs_duration"][2]) <= 6
     assert rows["qt_interval"][1] >= 0.65 and abs(rows["qt_interval"][2]) <= 12
+    # The same steps, Q point and rate on every beat agree far better (measured 92 % and 88 %): what keeps QRS and
+    # QT from 90 % is mostly the median beat itself, which the issue asks for (delineating every beat costs more
+    # than the whole measurement, the line printed above)
+    for key in ("qrs_duration", "qt_interval"):
+        assert rows[key][6] >= rows[key][1] + 0.1, key
 
 
 def test_every_measurement_is_there_in_its_unit_and_fiducials_are_in_order(ecgs: tuple[np.ndarray, list[str]]) -> None:
