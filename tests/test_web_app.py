@@ -255,7 +255,7 @@ def test_a_phone_and_a_keyboard_are_enough(browser: Browser, api_url: str, worke
         # an object parameter (the ECG's filter per measurement) is a folded group of fields built from its schema
         page.locator("details.field summary").filter(has_text=re.compile("^Where")).focus()
         page.keyboard.press("Enter")
-        heart_rate = page.get_by_role("group", name=re.compile(r"^heart rate \(bpm\)"))
+        heart_rate = page.get_by_role("group", name=re.compile(r"^Heart rate \(bpm\)"))
         heart_rate.get_by_label("min").fill("40")
         heart_rate.get_by_label("max").fill("150")
         assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
@@ -266,8 +266,8 @@ def test_a_phone_and_a_keyboard_are_enough(browser: Browser, api_url: str, worke
         assert recipe["where"] == {"heart_rate": {"min": 40, "max": 150}} and recipe["seed"] == 7
         expect(page.locator("canvas#ecg")).to_be_visible()
         measured = page.get_by_label("Measurements of the sample shown")  # a filtered job is annotated
-        expect(measured).to_contain_text("heart rate")
-        heart_rate = float(re.search(r"heart rate\s+([\d.]+) bpm", measured.inner_text())[1])
+        expect(measured).to_contain_text("Heart rate")
+        heart_rate = float(re.search(r"Heart rate\s+([\d.]+) bpm", measured.inner_text())[1])
         assert 40 <= heart_rate <= 150
         assert page.evaluate(NO_OVERFLOW) and page.evaluate(UNNAMED_CONTROLS) == []
         assert outside == []

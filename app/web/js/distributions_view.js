@@ -2,6 +2,7 @@
 // 5-95 % range and a histogram, so a reader sees what the data look like before asking for any.
 
 import { el } from "./dom.js";
+import { measurementName } from "./measurement_names.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -11,10 +12,6 @@ function svg(tag, attributes = {}) {
   return node;
 }
 
-const words = (key) => {
-  const text = key.replace(/_/g, " ").replace(/\b(rr|pr|qrs|qt|qtc|sd)\b/g, (m) => m.toUpperCase());
-  return text.charAt(0).toUpperCase() + text.slice(1);
-};
 const number = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString(undefined, { maximumFractionDigits: 1 }));
 
 function histogram(name, { edges, counts }, unit) {
@@ -39,11 +36,11 @@ export function distributionsView(measurements) {
     const quantiles = q.quantiles || {};
     const unit = q.unit || "";
     return el("tr", {}, [
-      el("th", { scope: "row" }, [words(key), q.definition ? el("span", { class: "hint block" }, q.definition) : null]),
+      el("th", { scope: "row" }, [measurementName(key), q.definition ? el("span", { class: "hint block" }, q.definition) : null]),
       el("td", { class: "num" }, `${number(quantiles["50"])} ${unit}`),
       el("td", { class: "num" }, `${number(quantiles["5"])} – ${number(quantiles["95"])}`),
       el("td", { class: "num" }, q.measurable === undefined ? "" : `${Math.round(q.measurable * 100)} %`),
-      el("td", {}, q.histogram ? histogram(words(key), q.histogram, unit) : null),
+      el("td", {}, q.histogram ? histogram(measurementName(key), q.histogram, unit) : null),
     ]);
   });
   return el("div", {}, [

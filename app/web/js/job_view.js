@@ -5,6 +5,7 @@ import { cardOf } from "./catalog.js";
 import { clear, el, notice, title } from "./dom.js";
 import { drawECG } from "./ecg.js";
 import { ENDED, follow } from "./follow.js";
+import { measurementName } from "./measurement_names.js";
 import { firstSamples } from "./samples.js";
 import { bodyText } from "./schema_form.js";
 
@@ -115,7 +116,7 @@ function previewView(job, card, signal) {
         const units = (card.measurements && card.measurements.quantities) || {};
         const numbers = Object.entries(values).filter(([, v]) => v === null || typeof v === "number"); // not per-lead lists
         clear(measured, ...numbers.flatMap(([key, value]) => [
-          el("dt", {}, key.replace(/_/g, " ")),
+          el("dt", {}, measurementName(key)),
           el("dd", {}, value === null ? "not measurable" : `${Number(value).toLocaleString(undefined, { maximumFractionDigits: 1 })} ${(units[key] || {}).unit || ""}`),
         ]));
       }

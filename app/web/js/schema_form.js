@@ -2,6 +2,7 @@
 // limits and default, so a contributed model gets its form with no change here.
 
 import { el } from "./dom.js";
+import { measurementName } from "./measurement_names.js";
 
 let documentPromise = null;
 
@@ -87,7 +88,7 @@ function control(doc, id, name, property, { required = false, start, top = false
     if (entries.length && entries.every(([, sub]) => sub && typeof sub === "object")) {
       const unit = (key) => { // "heart_rate (bpm)" in the group's description names an entry's unit
         const match = new RegExp(`\\b${key} \\(([^)]+)\\)`).exec(description);
-        return match ? `${words(key)} (${match[1]})` : undefined;
+        return match ? `${measurementName(key)} (${match[1]})` : undefined;
       };
       const children = entries.map(([key, sub, needed]) => [key, control(doc, `${id}-${key}`, key, sub,
         { required: needed, start: start && start[key], caption: unit(key) })]);
