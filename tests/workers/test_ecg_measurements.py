@@ -28,9 +28,8 @@ _dwt = importlib.import_module("neurokit2.ecg.ecg_delineate")
 
 RATE = 500.0
 COUNT = 60  # ECGs compared with the reference (the reference costs ~70 ms each)
-# (measurement, reference key, tolerance): the issue's tolerances
-TOLERANCES = [("heart_rate", "heart_rate", 1.0), ("qrs_duration", "qrs_duration", 12.0),
-              ("qt_interval", "qt_interval", 20.0)]
+# the issue's tolerances
+TOLERANCES = {"heart_rate": 1.0, "qrs_duration": 12.0, "qt_interval": 20.0}
 # ms from T peak to T offset at or under which a T offset is implausible (the T wave's descending limb is
 # longer: 50 ms and more in adults)
 SHORT_T_TAIL = 20.0
@@ -44,27 +43,59 @@ def ecgs(settings: Settings, ecg_model_dir: Path) -> tuple[np.ndarray, list[str]
     return model.samples(42, 0, COUNT, params), entry.manifest.output.channel_names(params)
 
 
-def _reference(lead_ii: np.ndarray) -> dict[str, Any]:
-    """neurokit2's full-signal, beat-by-beat delineation: HR from all RR intervals, median QRS and QT over beats
-    (and each beat's QRS and QT, under `beats`)."""
-    cleaned = scipy_signal.sosfiltfilt(ecg_measurements._highpass(RATE), lead_ii.astype(np.float64))
+# neurokit2's names of the delineated points, by the measurement's
+_WAVES = {"P_onset": "ECG_P_Onsets", "P_peak": "ECG_P_Peaks", "P_offset": "ECG_P_Offsets",
+          "QRS_onset": "ECG_R_Onsets", "QRS_offset": "ECG_R_Offsets", "T_peak": "ECG_T_Peaks", "T_offset": "ECG_T_Offsets"}
+# what the axes' windows run between (the measurement's definitions, MEASUREMENTS)
+_AXIS_WAVES = {"p_axis": ("P_onset", "P_offset"), "qrs_axis": ("QRS_onset", "QRS_offset"),
+               "t_axis": ("QRS_offset", "T_offset")}
+
+
+def _reference(sample: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """neurokit2's full-signal, beat-by-beat delineation of lead II, every lead high-passed the same way, and each
+    measurement taken beat by beat from its points: RR statistics from all R peaks; PR, QRS and QT the medians of
+    their per-beat values (each beat's under `beats`), QTc from them; the axes from the median over beats of the net
+    areas of I and aVF; R and S amplitudes per lead the medians over beats; `points` the per-beat points."""
+    cleaned = scipy_signal.sosfiltfilt(ecg_measurements._highpass(RATE), sample.astype(np.float64), axis=0)
+    lead_i, lead_ii = cleaned[:, names.index("I")], cleaned[:, names.index("II")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, info = nk.ecg_peaks(cleaned, sampling_rate=int(RATE))
-        peaks = info["ECG_R_Peaks"]
-        _, waves = nk.ecg_delineate(cleaned, peaks, sampling_rate=int(RATE), method="dwt")
-    onsets, offsets, t_peaks, t_offsets = (np.asarray(waves[k], dtype=float) for k in
-                                           ("ECG_R_Onsets", "ECG_R_Offsets", "ECG_T_Peaks", "ECG_T_Offsets"))
-    n = min(len(onsets), len(offsets), len(t_peaks), len(t_offsets))
+        _, info = nk.ecg_peaks(lead_ii, sampling_rate=int(RATE))
+        peaks = np.asarray(info["ECG_R_Peaks"])
+        _, waves = nk.ecg_delineate(lead_ii, peaks, sampling_rate=int(RATE), method="dwt")
+    points = {name: np.asarray(waves[key], dtype=float) for name, key in _WAVES.items()}
+    n = min(len(v) for v in points.values())
+    points = {name: values[:n] for name, values in points.items()}
     ms = 1000.0 / RATE
+    rr = np.diff(peaks) * ms
+    onsets = points["QRS_onset"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a record whose every beat lacks a point: NaN
-        beats = {"qrs_duration": (offsets[:n] - onsets[:n]) * ms, "qt_interval": (t_offsets[:n] - onsets[:n]) * ms}
-        t_tails = (t_offsets[:n] - t_peaks[:n]) * ms
-        return {"heart_rate": 60000.0 / (np.mean(np.diff(peaks)) * ms),
-                **{name: float(np.nanmedian(values)) for name, values in beats.items()}, "beats": beats,
-                "t_tails": t_tails[np.isfinite(t_tails)],
-                "qt_without_short_tails": float(np.nanmedian(beats["qt_interval"][t_tails > SHORT_T_TAIL]))}
+        beats = {"pr_interval": (onsets - points["P_onset"]) * ms,
+                 "qrs_duration": (points["QRS_offset"] - onsets) * ms,
+                 "qt_interval": (points["T_offset"] - onsets) * ms}
+        result = {"heart_rate": 60000.0 / rr.mean(), "rr_mean": rr.mean(), "rr_sd": rr.std(),
+                  **{name: float(np.nanmedian(values)) for name, values in beats.items()}}
+        t_tails = (points["T_offset"] - points["T_peak"]) * ms
+        result |= {"beats": beats, "points": points, "r_peaks": peaks, "t_tails": t_tails[np.isfinite(t_tails)],
+                   "qt_without_short_tails": float(np.nanmedian(beats["qt_interval"][t_tails > SHORT_T_TAIL]))}
+    rr_s = rr.mean() / 1000.0
+    result |= {"qtc_bazett": result["qt_interval"] / rr_s ** 0.5, "qtc_fridericia": result["qt_interval"] / rr_s ** (1 / 3)}
+    lead_avf = lead_ii - lead_i / 2
+    for axis, (first, last) in _AXIS_WAVES.items():
+        areas = [(np.sum(lead_i[int(a):int(b) + 1] - lead_i[int(on)]), np.sum(lead_avf[int(a):int(b) + 1] - lead_avf[int(on)]))
+                 for on, a, b in zip(onsets, points[first], points[last]) if np.isfinite([on, a, b]).all() and b > a]
+        result[axis] = float(np.degrees(np.arctan2(*np.median(areas, axis=0)[::-1]))) if areas else np.nan
+    r_amplitudes, s_amplitudes = [], []
+    for on, off in zip(onsets, points["QRS_offset"]):
+        if np.isfinite([on, off]).all():
+            qrs = cleaned[int(on):int(off) + 1] - cleaned[int(on)]
+            r_at = np.argmax(qrs, axis=0)
+            r_amplitudes.append(np.maximum(qrs.max(axis=0), 0))
+            s_amplitudes.append([max(0.0, -qrs[r:, k].min()) for k, r in enumerate(r_at)])
+    for name, values in (("r_amplitude", r_amplitudes), ("s_amplitude", s_amplitudes)):
+        result[name] = dict(zip(names, np.median(values, axis=0))) if values else None
+    return result
 
 
 def _beat_by_beat(lead_ii: np.ndarray) -> dict[str, float]:
@@ -102,26 +133,37 @@ def _halves_apart(beats: np.ndarray) -> float:
         return abs(float(np.nanmedian(beats[0::2]) - np.nanmedian(beats[1::2])))
 
 
-def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[str]]) -> None:
+@pytest.fixture(scope="module")
+def compared(ecgs: tuple[np.ndarray, list[str]]) -> tuple[list[dict[str, Any]], list[float], list[dict[str, Any]]]:
+    """Each ECG's measurements, what each cost (s), and the reference's for the same ECG."""
     samples, names = ecgs
-    lead_ii = names.index("II")
-    measured, measure_seconds = [], []
+    measured, seconds = [], []
     for sample in samples:
         start = time.perf_counter()
         measured.append(measure(sample, names, RATE))
-        measure_seconds.append(time.perf_counter() - start)
-    references = [_reference(sample[:, lead_ii]) for sample in samples]
+        seconds.append(time.perf_counter() - start)
+    return measured, seconds, [_reference(sample, names) for sample in samples]
+
+
+def _row(diffs: np.ndarray, tolerance: float) -> tuple[float, float, float, int]:
+    """Share within tolerance (of all, unmeasured ones counting as outside), median difference, 90th percentile of
+    the absolute differences, how many are missing on either side."""
+    known = diffs[np.isfinite(diffs)]
+    return (float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)), float(np.percentile(np.abs(known), 90)),
+            int(np.sum(~np.isfinite(diffs))))
+
+
+def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[str]], compared: Any) -> None:
+    samples, names = ecgs
+    lead_ii = names.index("II")
+    measured, measure_seconds, references = compared
     beat_by_beat = [_beat_by_beat(sample[:, lead_ii]) for sample in samples]
     rows = {}
-    for key, ref_key, tolerance in TOLERANCES:
-        diffs = np.array([m[key] - r[ref_key] if m[key] is not None and np.isfinite(r[ref_key]) else np.nan
-                          for m, r in zip(measured, references)])
-        known = diffs[np.isfinite(diffs)]
+    for key, tolerance in TOLERANCES.items():
+        diffs = np.array([m[key] - r[key] if m[key] is not None else np.nan for m, r in zip(measured, references)])
         halves = np.array([_halves_apart(r["beats"][key]) for r in references if key in r["beats"]])
-        every_beat = np.array([b[key] - r[ref_key] for b, r in zip(beat_by_beat, references) if key in b])
-        rows[key] = (tolerance, float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)),
-                     float(np.percentile(np.abs(known), 90)), int(np.sum(~np.isfinite(diffs))),
-                     f"{np.mean(halves <= tolerance):.0%}" if len(halves) else "-",
+        every_beat = np.array([b[key] - r[key] for b, r in zip(beat_by_beat, references) if key in b])
+        rows[key] = (tolerance, *_row(diffs, tolerance), f"{np.mean(halves <= tolerance):.0%}" if len(halves) else "-",
                      float(np.mean(np.abs(every_beat) <= tolerance)) if len(every_beat) else None)
     print(f"\nagreement with neurokit2 {nk.__version__} full-signal DWT delineation, {COUNT} ECGs (seed 42):")
     print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured "
@@ -153,6 +195,60 @@ def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[st
     # than the whole measurement, the line printed above)
     for key in ("qrs_duration", "qt_interval"):
         assert rows[key][6] >= rows[key][1] + 0.1, key
+
+
+# Tolerances for the measurements the issue gives none for (chosen here): RR in ms, the QTc's as QT's, axes in degrees
+# (a 15-degree sector, the resolution at which axes are read), amplitudes in uV (half a small square at 10 mm/mV),
+# each fiducial point per beat as QT's end point
+OTHER_TOLERANCES = {"rr_mean": 1.0, "rr_sd": 1.0, "pr_interval": 20.0, "qtc_bazett": 20.0, "qtc_fridericia": 20.0,
+                    "p_axis": 15.0, "qrs_axis": 15.0, "t_axis": 15.0}
+AMPLITUDE_TOLERANCE = 50.0
+FIDUCIAL_TOLERANCE = 20.0
+# the shares within tolerance measured (60 ECGs of seed 42, neurokit2 0.3.0), less about 5 points: they keep what was
+# measured from getting worse. The median beat's P and T offsets and its P onset are where it agrees least, as QT.
+FLOORS = {"rr_mean": 1.0, "rr_sd": 1.0, "pr_interval": 0.55, "qtc_bazett": 0.6, "qtc_fridericia": 0.6,
+          "p_axis": 0.65, "qrs_axis": 0.9, "t_axis": 0.8, "r_amplitude (12 leads)": 0.85, "s_amplitude (12 leads)": 0.8,
+          "P_onset (each beat)": 0.55, "P_peak (each beat)": 0.85, "P_offset (each beat)": 0.5,
+          "QRS_onset (each beat)": 0.8, "QRS_offset (each beat)": 0.9, "T_peak (each beat)": 0.9,
+          "T_offset (each beat)": 0.6}
+
+
+def _nearest(points: list[int], point: float) -> float:
+    """The one of `points` nearest to `point`, less it (samples); NaN when there are none."""
+    if not points:
+        return np.nan
+    differences = np.asarray(points) - point
+    return float(differences[np.argmin(np.abs(differences))])
+
+
+def test_every_other_measurement_agrees_with_the_same_delineation(ecgs: tuple[np.ndarray, list[str]],
+                                                                  compared: Any) -> None:
+    """RR, PR, QTc, the axes, R and S amplitudes in every lead and every beat's fiducial points, against the same
+    reference taken beat by beat (`_reference`)."""
+    _, names = ecgs
+    measured, _, references = compared
+    rows = {}
+    for key, tolerance in OTHER_TOLERANCES.items():
+        diffs = np.array([m[key] - r[key] if m[key] is not None else np.nan for m, r in zip(measured, references)])
+        if key.endswith("_axis"):
+            diffs = (diffs + 180) % 360 - 180  # the shorter way round
+        rows[key] = (tolerance, *_row(diffs, tolerance))
+    for key in PER_LEAD:  # every lead of every record
+        diffs = np.array([m[key][lead] - r[key][lead] if m[key] is not None and r[key] is not None else np.nan
+                          for m, r in zip(measured, references) for lead in names])
+        rows[f"{key} ({len(names)} leads)"] = (AMPLITUDE_TOLERANCE, *_row(diffs, AMPLITUDE_TOLERANCE))
+    for name in _WAVES:  # every beat of the reference: the measurement's point nearest to the reference's, less it
+        diffs = np.array([_nearest(m["fiducials"][name], point) * 1000.0 / RATE
+                          for m, r in zip(measured, references) for point in r["points"][name] if np.isfinite(point)])
+        rows[f"{name} (each beat)"] = (FIDUCIAL_TOLERANCE, *_row(diffs, FIDUCIAL_TOLERANCE))
+    assert all(m["fiducials"]["R_peaks"] == r["r_peaks"].tolist() for m, r in zip(measured, references))
+    print(f"\nthe other measurements against the same delineation, {COUNT} ECGs (seed 42); R peaks: the same in every "
+          "record")
+    print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured |")
+    for key, (tolerance, within, median, p90, missing) in rows.items():
+        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} |")
+    for key, floor in FLOORS.items():
+        assert rows[key][1] >= floor, key
 
 
 def test_every_measurement_is_there_in_its_unit_and_fiducials_are_in_order(ecgs: tuple[np.ndarray, list[str]]) -> None:
