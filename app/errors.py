@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 ECHO_CHARS = 200  # of a value an error quotes
+MESSAGE_CHARS = 600  # of a validation message (they name what is allowed, e.g. every measurement a filter takes)
 MAX_ISSUES = 20  # problems a 422 lists; it counts the rest
 
 _repr = reprlib.Repr()
@@ -67,8 +68,8 @@ def _plain_json(value: Any) -> bool:
     return value is None or isinstance(value, str | int | bool)
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}… ({len(text)} characters)"
+def _cut(text: str, limit: int = ECHO_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, detail: str | None = None,
@@ -102,7 +103,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _issue(error: dict[str, Any]) -> dict[str, Any]:
-    msg = _cut(str(error.get("msg", "")))
+    msg = _cut(str(error.get("msg", "")), MESSAGE_CHARS)
     raw = error.get("input")
     if isinstance(raw, float) and not math.isfinite(raw):
         msg += " (NaN and Infinity are not JSON numbers)"

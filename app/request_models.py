@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from model_store import distributions
-from model_store.manifest import Manifest, Parameter
+from model_store.manifest import Manifest, Parameter, SignalOutput
 
 MAX_SEED = 2**63 - 1
 
@@ -53,18 +53,46 @@ class Range(BaseModel):
         return self
 
 
+def _known_measurements(document: dict[str, Any]) -> Any:
+    """A filter on a measurement the model does not have is refused naming what it has, the leads' once each."""
+    measurements = document["measurements"]
+    scalars = [name for name, m in measurements.items() if "lead" not in m]
+    leads = list(dict.fromkeys(m["lead"] for m in measurements.values() if "lead" in m))
+    per_lead = list(dict.fromkeys(name.removesuffix(f"_{m['lead']}") for name, m in measurements.items() if "lead" in m))
+    known = ", ".join(scalars) + (f"; per lead: {', '.join(f'{n}_LEAD' for n in per_lead)}, LEAD one of "
+                                  f"{', '.join(leads)}" if per_lead else "")
+
+    def check(where: Any) -> Any:
+        if isinstance(where, dict):
+            unknown = [name for name in where if name not in measurements]
+            if unknown:
+                raise ValueError(f"no measurement {', '.join(map(repr, unknown))}: the measurements are {known}")
+        return where
+
+    return BeforeValidator(check)
+
+
 def _where_field(document: dict[str, Any]) -> tuple[Any, Any]:
     names = document["measurements"]
     listing = "; ".join(f"{name} ({m['unit']})" for name, m in names.items())
-    return dict[Literal[tuple(names)], Range] | None, Field(  # type: ignore[valid-type]
+    where = Annotated[dict[Literal[tuple(names)], Range] | None, _known_measurements(document)]  # type: ignore[valid-type]
+    return where, Field(
         None, description="Only samples whose measurements fall in these ranges: the workers draw candidates from "
         f"the seed and keep those that match (implies annotate). Measurements: {listing}. Their distributions are "
         "in the model card; a filter expected to keep too few samples is refused.")
 
 
-def _acceptable(document: dict[str, Any]) -> Any:
+def _acceptable(document: dict[str, Any], manifest: Manifest) -> Any:
     def check(request: Any) -> Any:
         if request.where:
+            leads = manifest.output.channel_names({name: getattr(request, name) for name in manifest.parameters})
+            absent = [f"{name} is lead {lead}'s" for name in request.where
+                      if (lead := document["measurements"][name].get("lead")) is not None and lead not in leads]
+            if absent:
+                parameter = manifest.output.channel_set_parameter if isinstance(manifest.output, SignalOutput) else None
+                raise ValueError(
+                    f"{'; '.join(absent)}, and these samples do not have it: their leads are {', '.join(leads)}"
+                    + (f" (ask for a `{parameter}` that includes it)" if parameter else ""))
             bounds = {name: (r.min, r.max) for name, r in request.where.items()}
             expected = distributions.expected_acceptance(document, bounds)
             if expected < distributions.ACCEPTANCE_FLOOR:
@@ -98,7 +126,7 @@ def _request_model(manifest_json: str, max_samples: int) -> type[BaseModel]:
     validators = {}
     if document is not None:
         fields["where"] = _where_field(document)
-        validators["where_acceptance"] = _acceptable(document)
+        validators["where_acceptance"] = _acceptable(document, manifest)
     fields |= {name: _parameter_field(p) for name, p in manifest.parameters.items()}
     title = "".join(part.capitalize() for part in manifest.id.split("-")) + "Request"
     # NaN and Infinity are not JSON (the parser takes them): refused like any other invalid number

@@ -52,7 +52,8 @@ def measurer(kind: str, ctx: EncodeContext, processes: int, into: dict[int, dict
 def label_columns(channel_names: list[str]) -> list[str]:
     """labels.csv's header: the record, then each measurement named with its unit."""
     scalars = [f"{name}_{unit}" for name, (unit, _) in ecg_measurements.MEASUREMENTS.items()]
-    per_lead = [f"{name}_{lead}_{unit}" for name, (unit, _) in ecg_measurements.PER_LEAD.items()
+    per_lead = [f"{ecg_measurements.lead_measurement(name, lead)}_{unit}"
+                for name, (unit, _) in ecg_measurements.PER_LEAD.items()
                 for lead in channel_names]
     return ["record", "index", *scalars, *per_lead]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from workers import annotations
+from workers import annotations, ecg_measurements
 from workers.encoders.base import EncodeContext
 
 
@@ -25,8 +25,11 @@ class BudgetExceeded(Exception):
 
 
 def matches(measured: dict[str, Any], where: dict[str, list[float | None]]) -> bool:
+    """Whether every condition holds: a scalar measurement or a lead's (r_amplitude_V5) in its range, both bounds
+    included; one not measured never matches."""
+    values = ecg_measurements.flat(measured)
     for name, (low, high) in where.items():
-        value = measured[name]
+        value = values.get(name)
         if value is None or (low is not None and value < low) or (high is not None and value > high):
             return False
     return True

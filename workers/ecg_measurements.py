@@ -64,6 +64,24 @@ PER_LEAD: dict[str, tuple[str, str]] = {
     "r_amplitude": ("uV", "largest positive deflection of the QRS above its onset level, per lead"),
     "s_amplitude": ("uV", "deepest negative deflection of the QRS after R, below its onset level, per lead"),
 }
+
+
+def lead_measurement(name: str, lead: str) -> str:
+    """A per-lead measurement's name for one lead (r_amplitude_V5): how filters, distributions and labels.csv (with
+    the unit after it) name it."""
+    return f"{name}_{lead}"
+
+
+def flat(measured: dict[str, Any]) -> dict[str, float | None]:
+    """The scalar measurements and every per-lead one under its lead's name (`lead_measurement`); a lead whose
+    amplitudes are not measurable has no entry."""
+    values: dict[str, float | None] = {name: measured[name] for name in MEASUREMENTS}
+    for name in PER_LEAD:
+        for lead, value in (measured[name] or {}).items():
+            values[lead_measurement(name, lead)] = value
+    return values
+
+
 FIDUCIALS = ("P_onset", "P_peak", "P_offset", "QRS_onset", "QRS_offset", "R_peaks", "T_peak", "T_offset")
 _DELINEATED = ("P_onset", "P_peak", "P_offset", "QRS_onset", "QRS_offset", "T_peak", "T_offset")
 _COPIES = 4  # neurokit2 takes a heart rate from 4 R peaks or more

@@ -1,8 +1,9 @@
 """Build recipe: the distribution of an ECG model's measurements (quantiles and histograms), stored with its recipe.
 
 Draws `count` samples of the model (seed 0, 12 leads), measures each as an annotated job does
-(`workers.ecg_measurements.measure`) and writes, per scalar measurement: its unit, the fraction of samples where
-it is measurable, quantiles and a histogram; and beside the document, the table of every sample's scalar
+(`workers.ecg_measurements.measure`) and writes, per measurement a filter can name (the scalar ones and each lead's
+R and S amplitude, r_amplitude_V5): its unit, the fraction of samples where it is measurable, quantiles and a
+histogram; and beside the document, the table of every sample's scalar
 measurements (`<name>.measurements.npy`, float32, NaN where not measurable). The API reads the document to show what
 is possible (model card) and counts in the table the share of samples a `where` filter keeps, before it queues a
 job (`model_store.distributions`).
@@ -27,6 +28,7 @@ from model_store.store import open_store
 QUANTILES = (0, 0.5, 1, 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 100)
 BINS = 40
 OUTPUT = Path(__file__).with_name("pulse2pulse_ecg.distributions.json")
+PARAMS = {"leads": 12}  # every lead the model can give
 
 
 def measure_model(model_dir: Path, count: int, seed: int = 0, batch: int = 64) -> list[dict[str, Any]]:
@@ -36,27 +38,38 @@ def measure_model(model_dir: Path, count: int, seed: int = 0, batch: int = 64) -
     from workers import ecg_measurements, noise, postprocess
 
     manifest = load_manifest(model_dir)
-    params = {"leads": 12}
-    names = manifest.output.channel_names(params)
+    names = manifest.output.channel_names(PARAMS)
     session = ort.InferenceSession(str(model_dir / manifest.artifact), providers=["CPUExecutionProvider"])
     measured = []
     for start in range(0, count, batch):
         drawn = noise.draw(manifest.noise_inputs, seed, start, min(batch, count - start))
         (raw,) = session.run([manifest.output.tensor], drawn)
-        samples = postprocess.to_samples(raw, manifest.output, params)
+        samples = postprocess.to_samples(raw, manifest.output, PARAMS)
         rate = manifest.output.sampling_rate  # type: ignore[union-attr]
         measured += [ecg_measurements.measure(sample, names, rate) for sample in samples]
     return measured
 
 
-def summarise(measured: list[dict[str, Any]]) -> dict[str, Any]:
-    from workers.ecg_measurements import MEASUREMENTS
+def columns(channel_names: list[str]) -> dict[str, dict[str, str]]:
+    """Every measurement a filter can name, in the table's order: the scalar ones, then each lead's R and S
+    amplitude (`lead` says which lead it needs)."""
+    from workers.ecg_measurements import MEASUREMENTS, PER_LEAD, lead_measurement
 
+    described = {name: {"unit": unit, "definition": definition} for name, (unit, definition) in MEASUREMENTS.items()}
+    for name, (unit, definition) in PER_LEAD.items():
+        for lead in channel_names:
+            described[lead_measurement(name, lead)] = {
+                "unit": unit, "definition": f"{definition.removesuffix(', per lead')}, lead {lead}", "lead": lead}
+    return described
+
+
+def summarise(measured: list[dict[str, float | None]], described: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Per measurement of `described` (`measured`: each sample's, `flat`): the share measurable, quantiles and a
+    histogram."""
     summary = {}
-    for name, (unit, definition) in MEASUREMENTS.items():
-        values = np.array([m[name] for m in measured if m[name] is not None], dtype=np.float64)
-        entry: dict[str, Any] = {"unit": unit, "definition": definition,
-                                 "measurable": round(len(values) / len(measured), 4)}
+    for name, description in described.items():
+        values = np.array([m[name] for m in measured if m.get(name) is not None], dtype=np.float64)
+        entry: dict[str, Any] = {**description, "measurable": round(len(values) / len(measured), 4)}
         if len(values):
             counts, edges = np.histogram(values, bins=BINS)
             entry["quantiles"] = {f"{q:g}": round(float(np.percentile(values, q)), 1) for q in QUANTILES}
@@ -67,20 +80,22 @@ def summarise(measured: list[dict[str, Any]]) -> dict[str, Any]:
 
 def build(model_dir: Path, count: int, output: Path, seed: int = 0) -> dict[str, Any]:
     from model_store.store import load_manifest
-    from workers.ecg_measurements import MEASUREMENTS, METHOD
+    from workers.ecg_measurements import METHOD, flat
 
     manifest = load_manifest(model_dir)
     started = time.perf_counter()
     measured = measure_model(model_dir, count, seed)
-    columns = list(MEASUREMENTS)
-    rows = np.array([[np.nan if m[name] is None else m[name] for name in columns] for m in measured], dtype=np.float32)
+    described = columns(manifest.output.channel_names(PARAMS))
+    values = [flat(m) for m in measured]
+    rows = np.array([[np.nan if v.get(name) is None else v[name] for name in described] for v in values],
+                    dtype=np.float32)
     table = distributions.table_path(output)
     np.save(table, rows)
     document = {
-        "model": manifest.id, "version": manifest.version, "samples": count, "seed": seed, "leads": 12,
+        "model": manifest.id, "version": manifest.version, "samples": count, "seed": seed, "leads": PARAMS["leads"],
         "method": METHOD, "built_seconds": round(time.perf_counter() - started, 1), "platform": platform.platform(),
-        "measurements": summarise(measured),
-        "table": {"file": table.name, "columns": columns, "dtype": "float32", "null": "NaN", "rows": count},
+        "measurements": summarise(values, described),
+        "table": {"file": table.name, "columns": list(described), "dtype": "float32", "null": "NaN", "rows": count},
     }
     output.write_text(json.dumps(document, indent=1) + "\n")
     return document

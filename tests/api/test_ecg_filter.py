@@ -40,6 +40,21 @@ def test_every_accepted_record_measured_again_is_in_range(client: httpx.Client) 
     assert selection["where"] == {"heart_rate": [60, 70], "qrs_duration": [None, 100]}
 
 
+def test_a_leads_amplitude_is_a_filter_too(client: httpx.Client) -> None:
+    """R and S amplitudes per lead, named as labels.csv names them less the unit, on a lead only 12-lead samples have:
+    every record measured again from the delivered array has it in range."""
+    where = {"r_amplitude_aVL": {"min": 400}, "s_amplitude_V1": {"max": 900}}
+    _, archive, _ = download(client, {"num_samples": 6, "seed": 3, "format": "npy", "leads": 12, "where": where})
+    samples = np.load(io.BytesIO(archive.read("ecgs.npy")))
+    rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    names = NAMES[:2] + ["III", "aVR", "aVL", "aVF"] + NAMES[2:]
+    assert samples.shape == (6, 5000, 12) and len(rows) == 6
+    for sample, row in zip(samples, rows, strict=True):
+        again = measure(sample, names, 500.0)
+        assert again["r_amplitude"]["aVL"] >= 400 and again["s_amplitude"]["V1"] <= 900
+        assert float(row["r_amplitude_aVL_uV"]) == again["r_amplitude"]["aVL"]
+
+
 def _spec(job_id: str, where: dict, num_samples: int, budget: int, fmt: str = "wfdb") -> JobSpec:
     return JobSpec(job_id=job_id, model_id="pulse2pulse-ecg", model_version=2, num_samples=num_samples, seed=5,
                    format=fmt, params={"leads": 8}, precision="fp32", request={}, chunks=[(0, num_samples)],
@@ -124,6 +139,10 @@ def test_a_job_past_its_candidate_budget_fails_saying_how_many_it_found(settings
     ({"heart_rate": {"min": 300}}, "expected acceptance 0 is below the floor"),
     ({"qrs_duration": {"max": -5}}, "expected acceptance 0 is below the floor"),
     ({"heart_rate": {"min": "fast"}}, "valid number"),
+    # 8 leads unless asked for 12: I, II, V1-V6
+    ({"r_amplitude_aVL": {"min": 100}}, "r_amplitude_aVL is lead aVL's, and these samples do not have it: their leads "
+                                        "are I, II, V1, V2, V3, V4, V5, V6 (ask for a `leads` that includes it)"),
+    ({"r_amplitude_V7": {"min": 100}}, "per lead: r_amplitude_LEAD, s_amplitude_LEAD, LEAD one of I, II, III, aVR"),
 ])
 def test_bad_filters_are_refused_with_a_message(client: httpx.Client, where: dict, message: str) -> None:
     response = client.post(ECG, json={"num_samples": 5, "where": where})
@@ -143,6 +162,10 @@ def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path
     everything = {"heart_rate": (heart_rate["quantiles"]["0"], heart_rate["quantiles"]["100"])}
     assert distributions.expected_acceptance(document, everything) == pytest.approx(1.0)
     assert distributions.expected_acceptance(document, {"heart_rate": (None, quantiles[0] - 1)}) == 0
+    v5 = document["measurements"]["r_amplitude_V5"]  # each lead's R and S amplitude, after the scalar measurements
+    assert v5["unit"] == "uV" and v5["lead"] == "V5" and v5["definition"].endswith(", lead V5")
+    assert document["table"]["columns"][11:13] == ["r_amplitude_I", "r_amplitude_II"]
+    assert len(document["table"]["columns"]) == 11 + 2 * 12
     committed = json.loads(distributions.DOCUMENTS["pulse2pulse-ecg"].read_text())
     assert set(committed["measurements"]) == set(document["measurements"])
     assert committed["table"]["columns"] == document["table"]["columns"] and committed["table"]["rows"] == 10_000

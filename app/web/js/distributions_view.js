@@ -32,11 +32,15 @@ function histogram(name, { edges, counts }, unit) {
 export function distributionsView(measurements) {
   const quantities = measurements && measurements.quantities;
   if (!quantities || typeof quantities !== "object") return null;
+  let said = null; // a measurement of each lead is defined once, on its first lead's row
   const rows = Object.entries(quantities).map(([key, q]) => {
     const quantiles = q.quantiles || {};
     const unit = q.unit || "";
+    const definition = q.lead && q.definition ? q.definition.replace(new RegExp(`, lead ${q.lead}$`), ", per lead") : q.definition;
+    const shown = definition && definition !== said ? definition : null;
+    said = definition;
     return el("tr", {}, [
-      el("th", { scope: "row" }, [measurementName(key), q.definition ? el("span", { class: "hint block" }, q.definition) : null]),
+      el("th", { scope: "row" }, [measurementName(key), shown ? el("span", { class: "hint block" }, shown) : null]),
       el("td", { class: "num" }, `${number(quantiles["50"])} ${unit}`),
       el("td", { class: "num" }, `${number(quantiles["5"])} – ${number(quantiles["95"])}`),
       el("td", { class: "num" }, q.measurable === undefined ? "" : `${Math.round(q.measurable * 100)} %`),
