@@ -64,9 +64,9 @@ def _known_measurements(document: dict[str, Any]) -> Any:
 
     def check(where: Any) -> Any:
         if isinstance(where, dict):
-            unknown = [name for name in where if name not in measurements]
-            if unknown:
-                raise ValueError(f"no measurement {', '.join(map(repr, unknown))}: the measurements are {known}")
+            unknown = [repr(name if len(name) <= 40 else f"{name[:40]}...") for name in where if name not in measurements]
+            if unknown:  # a long name is cut: the message must still reach the names it may use
+                raise ValueError(f"no measurement {', '.join(unknown[:5])}: the measurements are {known}")
         return where
 
     return BeforeValidator(check)

@@ -142,6 +142,7 @@ def test_a_job_past_its_candidate_budget_fails_saying_how_many_it_found(settings
     # 8 leads unless asked for 12: I, II, V1-V6
     ({"r_amplitude_aVL": {"min": 100}}, "r_amplitude_aVL is lead aVL's, and these samples do not have it: their leads "
                                         "are I, II, V1, V2, V3, V4, V5, V6 (ask for a `leads` that includes it)"),
+    ({"x" * 5000: {"min": 1}}, "...': the measurements are heart_rate, rr_mean"),  # the name cut, not the list
     ({"r_amplitude_V7": {"min": 100}}, "per lead: r_amplitude_LEAD, s_amplitude_LEAD, LEAD one of I, II, III, aVR"),
 ])
 def test_bad_filters_are_refused_with_a_message(client: httpx.Client, where: dict, message: str) -> None:
