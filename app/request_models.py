@@ -58,13 +58,15 @@ def _known_measurements(document: dict[str, Any]) -> Any:
     measurements = document["measurements"]
     scalars = [name for name, m in measurements.items() if "lead" not in m]
     leads = list(dict.fromkeys(m["lead"] for m in measurements.values() if "lead" in m))
-    per_lead = list(dict.fromkeys(name.removesuffix(f"_{m['lead']}") for name, m in measurements.items() if "lead" in m))
+    per_lead = list(dict.fromkeys(name.removesuffix(f"_{m['lead']}")
+                                  for name, m in measurements.items() if "lead" in m))
     known = ", ".join(scalars) + (f"; per lead: {', '.join(f'{n}_LEAD' for n in per_lead)}, LEAD one of "
                                   f"{', '.join(leads)}" if per_lead else "")
 
     def check(where: Any) -> Any:
         if isinstance(where, dict):
-            unknown = [repr(name if len(name) <= 40 else f"{name[:40]}...") for name in where if name not in measurements]
+            unknown = [repr(name if len(name) <= 40 else f"{name[:40]}...")
+                       for name in where if name not in measurements]
             if unknown:  # a long name is cut: the message must still reach the names it may use
                 raise ValueError(f"no measurement {', '.join(unknown[:5])}: the measurements are {known}")
         return where
@@ -75,7 +77,8 @@ def _known_measurements(document: dict[str, Any]) -> Any:
 def _where_field(document: dict[str, Any]) -> tuple[Any, Any]:
     names = document["measurements"]
     listing = "; ".join(f"{name} ({m['unit']})" for name, m in names.items())
-    where = Annotated[dict[Literal[tuple(names)], Range] | None, _known_measurements(document)]  # type: ignore[valid-type]
+    known = Literal[tuple(names)]  # type: ignore[valid-type]
+    where = Annotated[dict[known, Range] | None, _known_measurements(document)]  # type: ignore[valid-type]
     return where, Field(
         None, description="Only samples whose measurements fall in these ranges: the workers draw candidates from "
         f"the seed and keep those that match (implies annotate). Measurements: {listing}. Their distributions are "

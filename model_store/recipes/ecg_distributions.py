@@ -3,8 +3,8 @@
 Draws `count` samples of the model (seed 0, 12 leads), measures each as an annotated job does
 (`workers.ecg_measurements.measure`) and writes, per measurement a filter can name (the scalar ones and each lead's
 R and S amplitude, r_amplitude_V5): its unit, the fraction of samples where it is measurable, quantiles and a
-histogram; and beside the document, the table of every sample's scalar
-measurements (`<name>.measurements.npy`, float32, NaN where not measurable). The API reads the document to show what
+histogram; and beside the document, the table of every sample's measurements, one column each in the document's
+order (`<name>.measurements.npy`, float32, NaN where not measurable). The API reads the document to show what
 is possible (model card) and counts in the table the share of samples a `where` filter keeps, before it queues a
 job (`model_store.distributions`).
 

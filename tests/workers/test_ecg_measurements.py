@@ -45,7 +45,8 @@ def ecgs(settings: Settings, ecg_model_dir: Path) -> tuple[np.ndarray, list[str]
 
 # neurokit2's names of the delineated points, by the measurement's
 _WAVES = {"P_onset": "ECG_P_Onsets", "P_peak": "ECG_P_Peaks", "P_offset": "ECG_P_Offsets",
-          "QRS_onset": "ECG_R_Onsets", "QRS_offset": "ECG_R_Offsets", "T_peak": "ECG_T_Peaks", "T_offset": "ECG_T_Offsets"}
+          "QRS_onset": "ECG_R_Onsets", "QRS_offset": "ECG_R_Offsets", "T_peak": "ECG_T_Peaks",
+          "T_offset": "ECG_T_Offsets"}
 # what the axes' windows run between (the measurement's definitions, MEASUREMENTS)
 _AXIS_WAVES = {"p_axis": ("P_onset", "P_offset"), "qrs_axis": ("QRS_onset", "QRS_offset"),
                "t_axis": ("QRS_offset", "T_offset")}
@@ -80,10 +81,12 @@ def _reference(sample: np.ndarray, names: list[str]) -> dict[str, Any]:
         result |= {"beats": beats, "points": points, "r_peaks": peaks, "t_tails": t_tails[np.isfinite(t_tails)],
                    "qt_without_short_tails": float(np.nanmedian(beats["qt_interval"][t_tails > SHORT_T_TAIL]))}
     rr_s = rr.mean() / 1000.0
-    result |= {"qtc_bazett": result["qt_interval"] / rr_s ** 0.5, "qtc_fridericia": result["qt_interval"] / rr_s ** (1 / 3)}
+    result |= {"qtc_bazett": result["qt_interval"] / rr_s ** 0.5,
+               "qtc_fridericia": result["qt_interval"] / rr_s ** (1 / 3)}
     lead_avf = lead_ii - lead_i / 2
     for axis, (first, last) in _AXIS_WAVES.items():
-        areas = [(np.sum(lead_i[int(a):int(b) + 1] - lead_i[int(on)]), np.sum(lead_avf[int(a):int(b) + 1] - lead_avf[int(on)]))
+        areas = [(np.sum(lead_i[int(a):int(b) + 1] - lead_i[int(on)]),
+                  np.sum(lead_avf[int(a):int(b) + 1] - lead_avf[int(on)]))
                  for on, a, b in zip(onsets, points[first], points[last]) if np.isfinite([on, a, b]).all() and b > a]
         result[axis] = float(np.degrees(np.arctan2(*np.median(areas, axis=0)[::-1]))) if areas else np.nan
     r_amplitudes, s_amplitudes = [], []
@@ -149,8 +152,8 @@ def _row(diffs: np.ndarray, tolerance: float) -> tuple[float, float, float, int]
     """Share within tolerance (of all, unmeasured ones counting as outside), median difference, 90th percentile of
     the absolute differences, how many are missing on either side."""
     known = diffs[np.isfinite(diffs)]
-    return (float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)), float(np.percentile(np.abs(known), 90)),
-            int(np.sum(~np.isfinite(diffs))))
+    return (float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)),
+            float(np.percentile(np.abs(known), 90)), int(np.sum(~np.isfinite(diffs))))
 
 
 def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[str]], compared: Any) -> None:
