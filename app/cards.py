@@ -43,12 +43,13 @@ def _measurements(manifest: Manifest) -> dict[str, Any] | None:
     return {"method": document["method"],
             "limits": "measured on lead II's median beat (intervals) and the limb leads (axes); a value the "
                       "delineator cannot find is null; where a record's beats vary, the median beat's QRS and QT "
-                      "differ from the median of beat-by-beat values (a few ms longer as a rule): they agree with "
-                      "neurokit2's beat-by-beat delineation less often than heart rate does (the project README's "
-                      "'Checked against' table)",
+                      "differ from the median of beat-by-beat values (a few ms longer as a rule): the agreement "
+                      "section says how often each measurement is within a tolerance of an independent beat-by-beat "
+                      "delineation of the same ECGs",
             "distribution_of": f"{document['samples']} samples of version {document['version']} "
                                f"(seed {document['seed']})",
             "acceptance_floor": distributions.ACCEPTANCE_FLOOR,
+            "agreement": document.get("agreement"),
             "quantities": document["measurements"]}
 
 

@@ -119,6 +119,11 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
     expect(page.locator("table.distributions svg[role=img]")).to_have_count(len(quantities))
     median = quantities["heart_rate"]["quantiles"]["50"]  # the ECG model publishes its measured distributions
     expect(page.get_by_role("row", name=re.compile("^Heart rate"))).to_contain_text(f"{median:g} bpm")
+    agreement = card["measurements"]["agreement"]["measurements"]  # and how its measurements agree with a reference
+    summary = page.locator("details.agreement summary")
+    expect(summary).to_contain_text(f"QT interval {round(agreement['qt_interval']['within'] * 100)} % within 20 ms")
+    summary.click()
+    expect(page.locator("table.agreement tbody tr")).to_have_count(len(agreement))
     job_id = _make(page, None, Leads="12")
     canvas = page.locator("canvas#ecg")
     expect(canvas).to_have_attribute("aria-label", re.compile(r"^12-lead ECG, 10 s at 500 Hz: leads I, II, III, aVR"))

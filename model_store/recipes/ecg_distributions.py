@@ -6,7 +6,8 @@ R and S amplitude, r_amplitude_V5): its unit, the fraction of samples where it i
 histogram; and beside the document, the table of every sample's measurements, one column each in the document's
 order (`<name>.measurements.npy`, float32, NaN where not measurable). The API reads the document to show what
 is possible (model card) and counts in the table the share of samples a `where` filter keeps, before it queues a
-job (`model_store.distributions`).
+job (`model_store.distributions`). The document also holds the measurements' agreement with an independent
+delineation of 60 of the model's ECGs (`model_store.recipes.ecg_agreement`), the model card's `agreement`.
 
     python -m model_store.recipes.ecg_distributions --count 10000   # the committed file; CI builds small ones
 """
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from model_store import distributions
+from model_store.recipes import ecg_agreement
 from model_store.store import open_store
 
 QUANTILES = (0, 0.5, 1, 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 100)
@@ -78,7 +80,8 @@ def summarise(measured: list[dict[str, float | None]], described: dict[str, dict
     return summary
 
 
-def build(model_dir: Path, count: int, output: Path, seed: int = 0) -> dict[str, Any]:
+def build(model_dir: Path, count: int, output: Path, seed: int = 0,
+          agreement_samples: int = ecg_agreement.SAMPLES) -> dict[str, Any]:
     from model_store.store import load_manifest
     from workers.ecg_measurements import METHOD, flat
 
@@ -96,6 +99,7 @@ def build(model_dir: Path, count: int, output: Path, seed: int = 0) -> dict[str,
         "method": METHOD, "built_seconds": round(time.perf_counter() - started, 1), "platform": platform.platform(),
         "measurements": summarise(values, described),
         "table": {"file": table.name, "columns": list(described), "dtype": "float32", "null": "NaN", "rows": count},
+        "agreement": ecg_agreement.agreement(model_dir, agreement_samples),
     }
     output.write_text(json.dumps(document, indent=1) + "\n")
     return document
@@ -107,9 +111,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--agreement-samples", type=int, default=ecg_agreement.SAMPLES,
+                        help="ECGs (of seed %(default)s) compared with the reference delineation for the card's "
+                        "`agreement`" % {"default": ecg_agreement.SEED})
     args = parser.parse_args()
     entry = open_store(get_settings()).resolve("cardiovascular", "ecg")
-    document = build(entry.directory, args.count, args.output)
+    document = build(entry.directory, args.count, args.output, agreement_samples=args.agreement_samples)
     print(f"{args.count} samples of {document['model']}:{document['version']} in {document['built_seconds']} s "
           f"-> {args.output}")
 

@@ -154,7 +154,7 @@ def test_bad_filters_are_refused_with_a_message(client: httpx.Client, where: dic
 def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path, tmp_path: Path) -> None:
     """The committed document is this recipe's output at 10,000 samples; CI builds a small one."""
     path = tmp_path / "ecg.distributions.json"
-    document = ecg_distributions.build(ecg_model_dir, 24, path)
+    document = ecg_distributions.build(ecg_model_dir, 24, path, agreement_samples=3)
     assert json.loads(path.read_text()) == document and document["samples"] == 24
     heart_rate = document["measurements"]["heart_rate"]
     assert heart_rate["unit"] == "bpm" and heart_rate["measurable"] == 1.0
@@ -167,7 +167,11 @@ def test_the_distribution_recipe_summarises_what_it_measured(ecg_model_dir: Path
     assert v5["unit"] == "uV" and v5["lead"] == "V5" and v5["definition"].endswith(", lead V5")
     assert document["table"]["columns"][11:13] == ["r_amplitude_I", "r_amplitude_II"]
     assert len(document["table"]["columns"]) == 11 + 2 * 12
+    agreement = document["agreement"]  # tests/workers/test_ecg_measurements.py checks what it says
+    assert agreement["samples"] == 3 and agreement["measurements"]["qt_interval"]["compared"] == 3
     committed = json.loads(distributions.DOCUMENTS["pulse2pulse-ecg"].read_text())
+    assert set(committed["agreement"]["measurements"]) == set(agreement["measurements"])
+    assert committed["agreement"]["samples"] == 60
     assert set(committed["measurements"]) == set(document["measurements"])
     assert committed["table"]["columns"] == document["table"]["columns"] and committed["table"]["rows"] == 10_000
 
@@ -177,7 +181,7 @@ def test_a_filters_expected_acceptance_counts_the_samples_that_meet_every_condit
     """A slow heart and a long RR interval are the same samples: counted together they are half of them, where
     taking the two conditions as independent would say a quarter."""
     path = tmp_path / "ecg.distributions.json"
-    ecg_distributions.build(ecg_model_dir, 24, path)
+    ecg_distributions.build(ecg_model_dir, 24, path, agreement_samples=3)
     document = distributions.load(path)
     measured = ecg_distributions.measure_model(ecg_model_dir, 24)  # the same samples, measured again
     rates = sorted(m["heart_rate"] for m in measured)
@@ -197,6 +201,8 @@ def test_the_model_card_shows_the_method_and_each_measurements_distribution(clie
     (card,) = client.get("/models/cardiovascular/ecg").json()
     measurements = card["measurements"]
     assert "neurokit2" in measurements["method"] and "10000 samples" in measurements["distribution_of"]
+    qt = measurements["agreement"]["measurements"]["qt_interval"]
+    assert qt["tolerance"] == 20 and qt["unit"] == "ms" and 0 <= qt["within"] <= 1 and qt["compared"] == 60
     heart_rate = measurements["quantities"]["heart_rate"]
     assert heart_rate["unit"] == "bpm" and set(heart_rate["quantiles"]) >= {"1", "50", "99"}
     assert sum(heart_rate["histogram"]["counts"]) == 10000

@@ -1,4 +1,5 @@
-"""ECG measurements on the median beat, checked against neurokit2's own full-signal delineation of the same ECGs.
+"""ECG measurements on the median beat, checked against neurokit2's own full-signal delineation of the same ECGs
+(`model_store.recipes.ecg_agreement`: the same comparison the model card publishes).
 
 The reference is independent of the method under test in what matters: it finds R peaks with `ecg_peaks` and
 delineates every beat of the ten seconds with `ecg_delineate(method="dwt")` as published (Q and S peaks, 2000 Hz
@@ -8,6 +9,7 @@ analysis), each interval being the median of its per-beat values. Both see lead 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +21,9 @@ import pytest
 from scipy import signal as scipy_signal
 
 from deepsynthbody.core.settings import Settings
+from model_store import distributions
+from model_store.recipes import ecg_agreement
+from model_store.recipes.ecg_agreement import ISSUE_TOLERANCES, SHORT_T_TAIL
 from model_store.store import open_store
 from workers import ecg_measurements, runtime
 from workers.ecg_measurements import FIDUCIALS, MEASUREMENTS, PER_LEAD, measure
@@ -27,12 +32,7 @@ from workers.ecg_measurements import FIDUCIALS, MEASUREMENTS, PER_LEAD, measure
 _dwt = importlib.import_module("neurokit2.ecg.ecg_delineate")
 
 RATE = 500.0
-COUNT = 60  # ECGs compared with the reference (the reference costs ~70 ms each)
-# the issue's tolerances
-TOLERANCES = {"heart_rate": 1.0, "qrs_duration": 12.0, "qt_interval": 20.0}
-# ms from T peak to T offset at or under which a T offset is implausible (the T wave's descending limb is
-# longer: 50 ms and more in adults)
-SHORT_T_TAIL = 20.0
+COUNT, SEED = ecg_agreement.SAMPLES, ecg_agreement.SEED  # the ECGs the model card's agreement compares
 
 
 @pytest.fixture(scope="module")
@@ -40,65 +40,7 @@ def ecgs(settings: Settings, ecg_model_dir: Path) -> tuple[np.ndarray, list[str]
     entry = open_store(settings).resolve("cardiovascular", "ecg")
     model = runtime.load(entry, settings)
     params = {"leads": 12}
-    return model.samples(42, 0, COUNT, params), entry.manifest.output.channel_names(params)
-
-
-# neurokit2's names of the delineated points, by the measurement's
-_WAVES = {"P_onset": "ECG_P_Onsets", "P_peak": "ECG_P_Peaks", "P_offset": "ECG_P_Offsets",
-          "QRS_onset": "ECG_R_Onsets", "QRS_offset": "ECG_R_Offsets", "T_peak": "ECG_T_Peaks",
-          "T_offset": "ECG_T_Offsets"}
-# what the axes' windows run between (the measurement's definitions, MEASUREMENTS)
-_AXIS_WAVES = {"p_axis": ("P_onset", "P_offset"), "qrs_axis": ("QRS_onset", "QRS_offset"),
-               "t_axis": ("QRS_offset", "T_offset")}
-
-
-def _reference(sample: np.ndarray, names: list[str]) -> dict[str, Any]:
-    """neurokit2's full-signal, beat-by-beat delineation of lead II, every lead high-passed the same way, and each
-    measurement taken beat by beat from its points: RR statistics from all R peaks; PR, QRS and QT the medians of
-    their per-beat values (each beat's under `beats`), QTc from them; the axes from the median over beats of the net
-    areas of I and aVF; R and S amplitudes per lead the medians over beats; `points` the per-beat points."""
-    cleaned = scipy_signal.sosfiltfilt(ecg_measurements._highpass(RATE), sample.astype(np.float64), axis=0)
-    lead_i, lead_ii = cleaned[:, names.index("I")], cleaned[:, names.index("II")]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, info = nk.ecg_peaks(lead_ii, sampling_rate=int(RATE))
-        peaks = np.asarray(info["ECG_R_Peaks"])
-        _, waves = nk.ecg_delineate(lead_ii, peaks, sampling_rate=int(RATE), method="dwt")
-    points = {name: np.asarray(waves[key], dtype=float) for name, key in _WAVES.items()}
-    n = min(len(v) for v in points.values())
-    points = {name: values[:n] for name, values in points.items()}
-    ms = 1000.0 / RATE
-    rr = np.diff(peaks) * ms
-    onsets = points["QRS_onset"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a record whose every beat lacks a point: NaN
-        beats = {"pr_interval": (onsets - points["P_onset"]) * ms,
-                 "qrs_duration": (points["QRS_offset"] - onsets) * ms,
-                 "qt_interval": (points["T_offset"] - onsets) * ms}
-        result = {"heart_rate": 60000.0 / rr.mean(), "rr_mean": rr.mean(), "rr_sd": rr.std(),
-                  **{name: float(np.nanmedian(values)) for name, values in beats.items()}}
-        t_tails = (points["T_offset"] - points["T_peak"]) * ms
-        result |= {"beats": beats, "points": points, "r_peaks": peaks, "t_tails": t_tails[np.isfinite(t_tails)],
-                   "qt_without_short_tails": float(np.nanmedian(beats["qt_interval"][t_tails > SHORT_T_TAIL]))}
-    rr_s = rr.mean() / 1000.0
-    result |= {"qtc_bazett": result["qt_interval"] / rr_s ** 0.5,
-               "qtc_fridericia": result["qt_interval"] / rr_s ** (1 / 3)}
-    lead_avf = lead_ii - lead_i / 2
-    for axis, (first, last) in _AXIS_WAVES.items():
-        areas = [(np.sum(lead_i[int(a):int(b) + 1] - lead_i[int(on)]),
-                  np.sum(lead_avf[int(a):int(b) + 1] - lead_avf[int(on)]))
-                 for on, a, b in zip(onsets, points[first], points[last]) if np.isfinite([on, a, b]).all() and b > a]
-        result[axis] = float(np.degrees(np.arctan2(*np.median(areas, axis=0)[::-1]))) if areas else np.nan
-    r_amplitudes, s_amplitudes = [], []
-    for on, off in zip(onsets, points["QRS_offset"]):
-        if np.isfinite([on, off]).all():
-            qrs = cleaned[int(on):int(off) + 1] - cleaned[int(on)]
-            r_at = np.argmax(qrs, axis=0)
-            r_amplitudes.append(np.maximum(qrs.max(axis=0), 0))
-            s_amplitudes.append([max(0.0, -qrs[r:, k].min()) for k, r in enumerate(r_at)])
-    for name, values in (("r_amplitude", r_amplitudes), ("s_amplitude", s_amplitudes)):
-        result[name] = dict(zip(names, np.median(values, axis=0))) if values else None
-    return result
+    return model.samples(SEED, 0, COUNT, params), entry.manifest.output.channel_names(params)
 
 
 def _beat_by_beat(lead_ii: np.ndarray) -> dict[str, float]:
@@ -137,43 +79,46 @@ def _halves_apart(beats: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def compared(ecgs: tuple[np.ndarray, list[str]]) -> tuple[list[dict[str, Any]], list[float], list[dict[str, Any]]]:
-    """Each ECG's measurements, what each cost (s), and the reference's for the same ECG."""
+def compared(ecgs: tuple[np.ndarray, list[str]]) -> tuple[list[dict[str, Any]], list[float], list[dict[str, Any]],
+                                                          dict[str, dict[str, Any]]]:
+    """Each ECG's measurements, what each cost (s), the reference's for the same ECG, and the comparison."""
     samples, names = ecgs
     measured, seconds = [], []
     for sample in samples:
         start = time.perf_counter()
         measured.append(measure(sample, names, RATE))
         seconds.append(time.perf_counter() - start)
-    return measured, seconds, [_reference(sample, names) for sample in samples]
+    references = [ecg_agreement.reference(sample, names, RATE) for sample in samples]
+    return measured, seconds, references, ecg_agreement.compare(measured, references, names, RATE)
 
 
-def _row(diffs: np.ndarray, tolerance: float) -> tuple[float, float, float, int]:
-    """Share within tolerance (of all, unmeasured ones counting as outside), median difference, 90th percentile of
-    the absolute differences, how many are missing on either side."""
-    known = diffs[np.isfinite(diffs)]
-    return (float(np.mean(np.abs(diffs) <= tolerance)), float(np.median(known)),
-            float(np.percentile(np.abs(known), 90)), int(np.sum(~np.isfinite(diffs))))
+def _table(rows: dict[str, dict[str, Any]], *extra: tuple[str, dict[str, str]]) -> None:
+    """The comparison as the README's table, with extra columns (header, value by measurement)."""
+    print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured |"
+          + "".join(f" {header} |" for header, _ in extra))
+    for key, row in rows.items():
+        print(f"| {key} | {row['tolerance']:g} {row['unit']} | {row['within']:.0%} | {row['median_difference']:+.1f} "
+              f"| {row['p90_abs_difference']:.1f} | {row['not_measured']} |" + "".join(
+                  f" {values.get(key, '-')} |" for _, values in extra))
 
 
 def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[str]], compared: Any) -> None:
     samples, names = ecgs
     lead_ii = names.index("II")
-    measured, measure_seconds, references = compared
+    measured, measure_seconds, references, rows = compared
     beat_by_beat = [_beat_by_beat(sample[:, lead_ii]) for sample in samples]
-    rows = {}
-    for key, tolerance in TOLERANCES.items():
-        diffs = np.array([m[key] - r[key] if m[key] is not None else np.nan for m, r in zip(measured, references)])
-        halves = np.array([_halves_apart(r["beats"][key]) for r in references if key in r["beats"]])
-        every_beat = np.array([b[key] - r[key] for b, r in zip(beat_by_beat, references) if key in b])
-        rows[key] = (tolerance, *_row(diffs, tolerance), f"{np.mean(halves <= tolerance):.0%}" if len(halves) else "-",
-                     float(np.mean(np.abs(every_beat) <= tolerance)) if len(every_beat) else None)
-    print(f"\nagreement with neurokit2 {nk.__version__} full-signal DWT delineation, {COUNT} ECGs (seed 42):")
-    print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured "
-          "| reference's odd beats within tolerance of its even beats | the same steps on every beat: within |")
-    for key, (tolerance, within, median, p90, missing, halves, every_beat) in rows.items():
-        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} | {halves} "
-              f"| {'-' if every_beat is None else f'{every_beat:.0%}'} |")
+    halves, every_beat = {}, {}
+    for key, (tolerance, _) in ISSUE_TOLERANCES.items():
+        apart = np.array([_halves_apart(r["beats"][key]) for r in references if key in r["beats"]])
+        if len(apart):
+            halves[key] = f"{np.mean(apart <= tolerance):.0%}"
+        diffs = np.array([b[key] - r[key] for b, r in zip(beat_by_beat, references) if key in b])
+        if len(diffs):
+            every_beat[key] = float(np.mean(np.abs(diffs) <= tolerance))
+    print(f"\nagreement with {ecg_agreement.described()}, {COUNT} ECGs (seed {SEED}):")
+    _table({key: rows[key] for key in ISSUE_TOLERANCES},
+           ("reference's odd beats within tolerance of its even beats", halves),
+           ("the same steps on every beat: within", {key: f"{v:.0%}" for key, v in every_beat.items()}))
     print(f"delineating every beat: {np.median([b['seconds'] for b in beat_by_beat]) * 1000:.1f} ms per ECG (median), "
           f"the whole measurement on the median beat {np.median(measure_seconds) * 1000:.1f} ms")
     reference_tails = np.concatenate([r["t_tails"] for r in references])
@@ -185,73 +130,46 @@ def test_agrees_with_the_full_signal_delineation(ecgs: tuple[np.ndarray, list[st
           f"the reference's beats, {np.mean(tails <= SHORT_T_TAIL):.0%} of the median beats; QT within 20 ms of the "
           f"reference's median over its other beats: {np.mean(np.abs(plausible) <= 20):.0%}")
     assert np.mean(tails <= SHORT_T_TAIL) <= 0.05
-    assert rows["heart_rate"][1] >= 0.9  # the issue's target, met
+    assert rows["heart_rate"]["within"] >= 0.9  # the issue's target, met
     # The issue's 90 % for QRS and QT is not met (measured here 75 % and 70 %, medians +2 and +9 ms): delineating
     # the median beat's waveform is not taking the median of each beat's delineation. The model's beats vary within
     # a record and the delineator places some beats' points oddly (a T offset on the T wave): the reference's median
     # over a record's odd beats is within tolerance of its median over the even ones for only 78 % (QRS) and 75 %
     # (QT) of records. These floors keep what was measured from getting worse.
-    assert rows["qrs_duration"][1] >= 0.7 and abs(rows["qrs_duration"][2]) <= 6
-    assert rows["qt_interval"][1] >= 0.65 and abs(rows["qt_interval"][2]) <= 12
+    assert rows["qrs_duration"]["within"] >= 0.7 and abs(rows["qrs_duration"]["median_difference"]) <= 6
+    assert rows["qt_interval"]["within"] >= 0.65 and abs(rows["qt_interval"]["median_difference"]) <= 12
     # The same steps, Q point and rate on every beat agree far better (measured 92 % and 88 %): what keeps QRS and
     # QT from 90 % is mostly the median beat itself, which the issue asks for (delineating every beat costs more
     # than the whole measurement, the line printed above)
     for key in ("qrs_duration", "qt_interval"):
-        assert rows[key][6] >= rows[key][1] + 0.1, key
+        assert every_beat[key] >= rows[key]["within"] + 0.1, key
 
 
-# Tolerances for the measurements the issue gives none for (chosen here): RR in ms, the QTc's as QT's, axes in degrees
-# (a 15-degree sector, the resolution at which axes are read), amplitudes in uV (half a small square at 10 mm/mV),
-# each fiducial point per beat as QT's end point
-OTHER_TOLERANCES = {"rr_mean": 1.0, "rr_sd": 1.0, "pr_interval": 20.0, "qtc_bazett": 20.0, "qtc_fridericia": 20.0,
-                    "p_axis": 15.0, "qrs_axis": 15.0, "t_axis": 15.0}
-AMPLITUDE_TOLERANCE = 50.0
-FIDUCIAL_TOLERANCE = 20.0
 # the shares within tolerance measured (60 ECGs of seed 42, neurokit2 0.3.0), less about 5 points: they keep what was
 # measured from getting worse. The median beat's P and T offsets and its P onset are where it agrees least, as QT.
 FLOORS = {"rr_mean": 1.0, "rr_sd": 1.0, "pr_interval": 0.55, "qtc_bazett": 0.6, "qtc_fridericia": 0.6,
-          "p_axis": 0.65, "qrs_axis": 0.9, "t_axis": 0.8, "r_amplitude (12 leads)": 0.85, "s_amplitude (12 leads)": 0.8,
-          "P_onset (each beat)": 0.55, "P_peak (each beat)": 0.85, "P_offset (each beat)": 0.5,
-          "QRS_onset (each beat)": 0.8, "QRS_offset (each beat)": 0.9, "T_peak (each beat)": 0.9,
-          "T_offset (each beat)": 0.6}
+          "p_axis": 0.65, "qrs_axis": 0.9, "t_axis": 0.8, "r_amplitude (each lead)": 0.85,
+          "s_amplitude (each lead)": 0.8, "P_onset (each beat)": 0.55, "P_peak (each beat)": 0.85,
+          "P_offset (each beat)": 0.5, "QRS_onset (each beat)": 0.8, "QRS_offset (each beat)": 0.9,
+          "T_peak (each beat)": 0.9, "T_offset (each beat)": 0.6}
 
 
-def _nearest(points: list[int], point: float) -> float:
-    """The one of `points` nearest to `point`, less it (samples); NaN when there are none."""
-    if not points:
-        return np.nan
-    differences = np.asarray(points) - point
-    return float(differences[np.argmin(np.abs(differences))])
-
-
-def test_every_other_measurement_agrees_with_the_same_delineation(ecgs: tuple[np.ndarray, list[str]],
-                                                                  compared: Any) -> None:
+def test_every_other_measurement_agrees_with_the_same_delineation(compared: Any) -> None:
     """RR, PR, QTc, the axes, R and S amplitudes in every lead and every beat's fiducial points, against the same
-    reference taken beat by beat (`_reference`)."""
-    _, names = ecgs
-    measured, _, references = compared
-    rows = {}
-    for key, tolerance in OTHER_TOLERANCES.items():
-        diffs = np.array([m[key] - r[key] if m[key] is not None else np.nan for m, r in zip(measured, references)])
-        if key.endswith("_axis"):
-            diffs = (diffs + 180) % 360 - 180  # the shorter way round
-        rows[key] = (tolerance, *_row(diffs, tolerance))
-    for key in PER_LEAD:  # every lead of every record
-        diffs = np.array([m[key][lead] - r[key][lead] if m[key] is not None and r[key] is not None else np.nan
-                          for m, r in zip(measured, references) for lead in names])
-        rows[f"{key} ({len(names)} leads)"] = (AMPLITUDE_TOLERANCE, *_row(diffs, AMPLITUDE_TOLERANCE))
-    for name in _WAVES:  # every beat of the reference: the measurement's point nearest to the reference's, less it
-        diffs = np.array([_nearest(m["fiducials"][name], point) * 1000.0 / RATE
-                          for m, r in zip(measured, references) for point in r["points"][name] if np.isfinite(point)])
-        rows[f"{name} (each beat)"] = (FIDUCIAL_TOLERANCE, *_row(diffs, FIDUCIAL_TOLERANCE))
+    reference taken beat by beat."""
+    measured, _, references, rows = compared
     assert all(m["fiducials"]["R_peaks"] == r["r_peaks"].tolist() for m, r in zip(measured, references))
-    print(f"\nthe other measurements against the same delineation, {COUNT} ECGs (seed 42); R peaks: the same in every "
-          "record")
-    print("| measurement | tolerance | within | median difference | 90th pct. abs. difference | not measured |")
-    for key, (tolerance, within, median, p90, missing) in rows.items():
-        print(f"| {key} | {tolerance:g} | {within:.0%} | {median:+.1f} | {p90:.1f} | {missing} |")
+    print(f"\nthe other measurements against the same delineation, {COUNT} ECGs (seed {SEED}); R peaks: the same in "
+          "every record")
+    _table({key: row for key, row in rows.items() if key not in ISSUE_TOLERANCES})
+    assert set(FLOORS) == set(rows) - set(ISSUE_TOLERANCES)
+    # what the model card publishes (the distributions recipe's `agreement`) is this comparison: the same ECGs
+    published = json.loads(distributions.DOCUMENTS["pulse2pulse-ecg"].read_text())["agreement"]
+    assert (published["samples"], published["seed"]) == (COUNT, SEED) and set(published["measurements"]) == set(rows)
+    for key, row in rows.items():  # up to what a different CPU's arithmetic may move
+        assert published["measurements"][key]["within"] == pytest.approx(row["within"], abs=0.05), key
     for key, floor in FLOORS.items():
-        assert rows[key][1] >= floor, key
+        assert rows[key]["within"] >= floor, key
 
 
 def test_every_measurement_is_there_in_its_unit_and_fiducials_are_in_order(ecgs: tuple[np.ndarray, list[str]]) -> None:

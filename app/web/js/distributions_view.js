@@ -56,5 +56,34 @@ export function distributionsView(measurements) {
       ])),
     measurements.method ? el("p", { class: "hint" }, `How: ${measurements.method}`) : null,
     measurements.limits ? el("p", { class: "hint" }, `Limits: ${measurements.limits}`) : null,
+    agreementView(measurements.agreement),
+  ]);
+}
+
+const percent = (share) => `${Math.round(share * 100)} %`;
+const amount = (value, unit) => (unit === "degrees" ? `${number(value)}°` : `${number(value)} ${unit}`);
+const signed = (v) => (v === null || v === undefined ? "–" : `${v > 0 ? "+" : ""}${number(v)}`);
+
+/** How often each measurement is within a tolerance of an independent delineation: the first three in the summary. */
+function agreementView(agreement) {
+  const rows = agreement && agreement.measurements;
+  if (!rows || typeof rows !== "object") return null;
+  const first = Object.entries(rows).slice(0, 3)
+    .map(([key, r]) => `${measurementName(key)} ${percent(r.within)} within ${amount(r.tolerance, r.unit)}`);
+  return el("details", { class: "agreement" }, [
+    el("summary", {}, `Agreement with an independent delineation (${agreement.samples} ECGs): ${first.join(", ")}`),
+    el("p", { class: "hint" }, `Against ${agreement.reference}; seed ${agreement.seed}, ${agreement.leads} leads.`),
+    el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": "Agreement (scrolls sideways)" },
+      el("table", { class: "agreement" }, [
+        el("thead", {}, el("tr", {}, ["Measurement", "Tolerance", "Within", "Median difference", "90th pct. abs. difference"]
+          .map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, Object.entries(rows).map(([key, r]) => el("tr", {}, [
+          el("th", { scope: "row" }, measurementName(key)),
+          el("td", { class: "num" }, amount(r.tolerance, r.unit)),
+          el("td", { class: "num" }, percent(r.within)),
+          el("td", { class: "num" }, signed(r.median_difference)),
+          el("td", { class: "num" }, number(r.p90_abs_difference)),
+        ]))),
+      ])),
   ]);
 }
