@@ -116,8 +116,9 @@ class AnnotatedWriter:
         path.unlink()
 
 
-def manifest_section(kind: str, channel_names: list[str]) -> dict[str, Any]:
-    """What the archive's manifest says of its measurements: method, definitions and units, where they are."""
+def manifest_section(kind: str, channel_names: list[str], agreement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the archive's manifest says of its measurements: method, definitions and units, where they are, and (from
+    the model's distributions document, as its card says) how they agree with an independent delineation."""
     return {
         "kind": kind,
         "method": ecg_measurements.METHOD,
@@ -131,4 +132,5 @@ def manifest_section(kind: str, channel_names: list[str]) -> dict[str, Any]:
                   f"*.{ANNOTATION_EXTENSION}": "wfdb: the record's fiducial points, PhysioNet delineation symbols "
                                               "( p ) ( N ) t ) (read with wfdb.rdann)",
                   "*.ndjson": "json: each line's `measurements`, fiducials included"},
+        **({"agreement": agreement} if agreement else {}),
     }

@@ -24,6 +24,7 @@ from deepsynthbody.core.job_changes import job_changed
 from deepsynthbody.core.jobs import JobPaths, JobSpec, candidate_chunks, chunk_job_id
 from deepsynthbody.core.samples_file import SamplesFile
 from deepsynthbody.core.settings import Settings, get_settings
+from model_store import distributions
 from model_store.store import ModelEntry, open_store
 from workers import annotations, archive, ecg_filter, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, EncodeContext
@@ -387,7 +388,8 @@ def _manifest(spec: JobSpec, job: Job | None, entry: ModelEntry, channel_names: 
         "license": card.license,
         "citations": [c.model_dump(exclude_none=True) for c in card.citations],
         "noise": "numpy Philox4x64 keyed by seed + (sample index << 64); inputs drawn in manifest order",
-        **({"measurements": annotations.manifest_section(card.measurements, channel_names)}
+        **({"measurements": annotations.manifest_section(card.measurements, channel_names,
+                                                         (distributions.for_manifest(card) or {}).get("agreement"))}
            if spec.get("annotate") and card.measurements else {}),
         **({"selection": selection} if selection else {}),
     }

@@ -58,6 +58,7 @@ def test_labels_csv_and_wfdb_annotations_hold_each_records_measurements(client: 
     assert section["definitions"]["r_amplitude"]["unit"] == "uV"
     assert section["fiducials"]["names"] == list(FIDUCIALS)
     assert "neurokit2" in section["method"]
+    assert section["agreement"]["measurements"]["qt_interval"]["tolerance"] == 20  # what the model card says
     assert "labels.csv" in {f["name"] for f in manifest["files"]}
     # what the disk budget reserved for them (model_store.sizes) holds
     bound = sizes.measurements_bound(open_store(settings).resolve("cardiovascular", "ecg").manifest.output, 12)
