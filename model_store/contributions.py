@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -42,7 +43,9 @@ STATES = ("pending", "approved", "rejected")
 MAX_PENDING_PER_KEY = 5
 VALIDATE_TIMEOUT = 300.0  # seconds the child validating one upload may take (an ONNX load and two inferences)
 _ID = re.compile(r"[0-9a-f]{32}")
+log = logging.getLogger(__name__)
 VALIDATIONS_AT_ONCE = 2
+LEFTOVER_SECONDS = 86400.0  # an upload or unpacking untouched this long is one a killed process left behind
 _VALIDATIONS = threading.BoundedSemaphore(VALIDATIONS_AT_ONCE)
 _VALIDATE = ("import json, sys\nfrom model_store.validate import validate\n"
              "print(json.dumps(validate(sys.argv[1])))")
@@ -112,6 +115,26 @@ class Contributions:
 
     def __init__(self, root: Path, store: ModelStore) -> None:
         self.root, self.store = Path(root), store
+
+    def remove_leftovers(self, older_than: float = LEFTOVER_SECONDS, now: float | None = None) -> list[str]:
+        """Uploads (`.upload-*`) and unpackings (`.incoming-*`) a killed API process left behind, untouched for
+        `older_than` seconds (a live upload or validation writes far more often); returns their names."""
+        cutoff = (now or time.time()) - older_than
+        removed = []
+        for path in [*self.root.glob(".upload-*"), *self.root.glob(".incoming-*")] if self.root.is_dir() else []:
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue  # another API process took it first
+            removed.append(path.name)
+        if removed:
+            log.info("removed %d leftover uploads from %s", len(removed), self.root)
+        return removed
 
     # ---- reading ----
 

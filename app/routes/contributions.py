@@ -80,6 +80,7 @@ async def get_contributions(request: Request) -> Contributions:
     state = request.app.state
     if getattr(state, "contributions", None) is None:
         state.contributions = Contributions(state.settings.data_dir / "contributions", state.store)
+        await run_in_threadpool(state.contributions.remove_leftovers)  # once per API process
     return state.contributions
 
 

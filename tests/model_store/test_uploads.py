@@ -313,3 +313,20 @@ def test_unknown_ids_are_not_found(contributions: Contributions) -> None:
             contributions.get(contribution_id)
     assert json.dumps([c.as_dict() for c in contributions.list()]) == "[]"
     assert not os.path.exists(contributions.root)
+
+
+def test_uploads_a_killed_api_left_behind_go_after_a_day(tmp_path: Path) -> None:
+    """The upload route deletes its file when it is done; a process killed mid-upload or mid-validation does not."""
+    root = tmp_path / "contributions"
+    (root / ".incoming-old" / "unpacked").mkdir(parents=True)
+    (root / "0123456789abcdef0123456789abcdef").mkdir()  # a contribution: never touched
+    for name in (".upload-old", ".upload-new"):
+        (root / name).write_bytes(b"part of an archive")
+    day_ago = 1_000_000_000.0 - contributions_module.LEFTOVER_SECONDS - 1
+    for path in (root / ".upload-old", root / ".incoming-old"):
+        os.utime(path, (day_ago, day_ago))
+    os.utime(root / ".upload-new", (1_000_000_000.0 - 60, 1_000_000_000.0 - 60))  # an upload still coming in
+    kept = Contributions(root, ModelStore([]))
+    assert sorted(kept.remove_leftovers(now=1_000_000_000.0)) == [".incoming-old", ".upload-old"]
+    assert sorted(p.name for p in root.iterdir()) == [".upload-new", "0123456789abcdef0123456789abcdef"]
+    assert Contributions(tmp_path / "none yet", ModelStore([])).remove_leftovers() == []
