@@ -10,6 +10,7 @@ under test instead delineates the record's median beat (`workers.ecg_measurement
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +140,9 @@ def compare(measured: list[dict[str, Any]], references: list[dict[str, Any]], na
     return rows
 
 
-def ecgs(model_dir: Path, count: int = SAMPLES, seed: int = SEED) -> tuple[np.ndarray, list[str], float]:
-    """Samples 0 .. count-1 of `seed`, 12 leads, as a job makes them on the CPU."""
+def ecgs(model_dir: Path, count: int, seed: int, batch: int = 64) -> Iterator[tuple[np.ndarray, list[str], float]]:
+    """Samples 0 .. count-1 of `seed`, 12 leads, as a job makes them on the CPU, `batch` at a time: (samples, lead
+    names, sampling rate)."""
     import onnxruntime as ort
 
     from model_store.store import load_manifest
@@ -148,18 +150,21 @@ def ecgs(model_dir: Path, count: int = SAMPLES, seed: int = SEED) -> tuple[np.nd
 
     manifest = load_manifest(model_dir)
     params = {"leads": 12}
+    names = manifest.output.channel_names(params)
     session = ort.InferenceSession(str(model_dir / manifest.artifact), providers=["CPUExecutionProvider"])
-    (raw,) = session.run([manifest.output.tensor], noise.draw(manifest.noise_inputs, seed, 0, count))
-    samples = postprocess.to_samples(raw, manifest.output, params)
-    return samples, manifest.output.channel_names(params), manifest.output.sampling_rate  # type: ignore[union-attr]
+    for start in range(0, count, batch):
+        (raw,) = session.run([manifest.output.tensor],
+                             noise.draw(manifest.noise_inputs, seed, start, min(batch, count - start)))
+        yield postprocess.to_samples(raw, manifest.output, params), names, manifest.output.sampling_rate  # type: ignore[union-attr]
 
 
 def agreement(model_dir: Path, count: int = SAMPLES, seed: int = SEED) -> dict[str, Any]:
     """What the model card says of the measurements' agreement with the reference."""
     from workers.ecg_measurements import measure
 
-    samples, names, rate = ecgs(model_dir, count, seed)
-    measured = [measure(sample, names, rate) for sample in samples]
-    references = [reference(sample, names, rate) for sample in samples]
+    measured, references = [], []
+    for samples, names, rate in ecgs(model_dir, count, seed):
+        measured += [measure(sample, names, rate) for sample in samples]
+        references += [reference(sample, names, rate) for sample in samples]
     return {"reference": described(), "samples": count, "seed": seed, "leads": len(names),
             "measurements": compare(measured, references, names, rate)}

@@ -30,26 +30,14 @@ from model_store.store import open_store
 QUANTILES = (0, 0.5, 1, 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 100)
 BINS = 40
 OUTPUT = Path(__file__).with_name("pulse2pulse_ecg.distributions.json")
-PARAMS = {"leads": 12}  # every lead the model can give
+PARAMS = {"leads": 12}  # every lead the model can give (as `ecg_agreement.ecgs` draws them)
 
 
-def measure_model(model_dir: Path, count: int, seed: int = 0, batch: int = 64) -> list[dict[str, Any]]:
-    import onnxruntime as ort
+def measure_model(model_dir: Path, count: int, seed: int = 0) -> list[dict[str, Any]]:
+    from workers.ecg_measurements import measure
 
-    from model_store.store import load_manifest
-    from workers import ecg_measurements, noise, postprocess
-
-    manifest = load_manifest(model_dir)
-    names = manifest.output.channel_names(PARAMS)
-    session = ort.InferenceSession(str(model_dir / manifest.artifact), providers=["CPUExecutionProvider"])
-    measured = []
-    for start in range(0, count, batch):
-        drawn = noise.draw(manifest.noise_inputs, seed, start, min(batch, count - start))
-        (raw,) = session.run([manifest.output.tensor], drawn)
-        samples = postprocess.to_samples(raw, manifest.output, PARAMS)
-        rate = manifest.output.sampling_rate  # type: ignore[union-attr]
-        measured += [ecg_measurements.measure(sample, names, rate) for sample in samples]
-    return measured
+    return [measure(sample, names, rate)
+            for samples, names, rate in ecg_agreement.ecgs(model_dir, count, seed) for sample in samples]
 
 
 def columns(channel_names: list[str]) -> dict[str, dict[str, str]]:

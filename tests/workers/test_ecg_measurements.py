@@ -1,9 +1,6 @@
 """ECG measurements on the median beat, checked against neurokit2's own full-signal delineation of the same ECGs
-(`model_store.recipes.ecg_agreement`: the same comparison the model card publishes).
-
-The reference is independent of the method under test in what matters: it finds R peaks with `ecg_peaks` and
-delineates every beat of the ten seconds with `ecg_delineate(method="dwt")` as published (Q and S peaks, 2000 Hz
-analysis), each interval being the median of its per-beat values. Both see lead II high-passed the same way.
+(`model_store.recipes.ecg_agreement`, which says what the reference is: the same comparison the model card
+publishes).
 """
 
 from __future__ import annotations
