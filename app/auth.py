@@ -5,15 +5,23 @@ request without a valid key is answered 401 before routing. A presented key is h
 read by that hash in one Redis round trip, which also records its last use and counts its requests this second
 (`deepsynthbody.core.keys.AUTHENTICATE`); the stored hash is compared with `hmac.compare_digest`. Nothing is cached:
 a revoked key is refused on its next request. With `DSB_AUTH=off` every caller is `anonymous`, an admin.
+
+A GET or HEAD of a job's archive without the header may carry a download link instead (`?link=`, made by
+POST /jobs/{id}/result/link; `deepsynthbody.core.keys` says what it is): its key is read by id, the signature
+checked for that job and expiry, and the request goes on as that key's, rate limit included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
+import re
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import redis.exceptions
 from fastapi import Depends, Request
@@ -46,6 +54,22 @@ def _bearer(scope: Scope) -> str | None:
             token = token.strip()
             return token if scheme.lower() == "bearer" and token else None
     return None
+
+
+class _LinkRefused(Exception):
+    """A download link that opens nothing; its message says why and what to do."""
+
+
+_RESULT_PATH = re.compile(r"/jobs/([0-9a-f]{1,64})/result")
+
+
+def _download_link(scope: Scope) -> tuple[str, str] | None:
+    """(job id, the `link` parameter) of a GET or HEAD of a job's archive that carries a download link."""
+    match = _RESULT_PATH.fullmatch(scope["path"])
+    if match is None or scope["method"] not in ("GET", "HEAD"):
+        return None
+    values = parse_qs(scope["query_string"].decode("latin-1")).get(keys.LINK_PARAMETER)
+    return (match[1], values[-1]) if values else None
 
 
 class KeyLookups:
@@ -120,14 +144,24 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         key = _bearer(scope)
-        if key is None:
+        link = _download_link(scope) if key is None else None
+        if key is None and link is None:
             await self._refuse(scope, receive, send, "this route needs an API key: send `Authorization: Bearer KEY`")
             return
         now = time.time()
-        script_keys, args, key_digest = keys.authenticate_args(key, self.rate_limit, now)
         try:
             if self._lookups is None:
                 self._lookups = KeyLookups(self.redis_url)  # in the server's event loop
+            if key is not None:
+                script_keys, args, key_digest = keys.authenticate_args(key, self.rate_limit, now)
+            else:
+                assert link is not None
+                try:
+                    link_digest = await self._link_digest(*link, now)
+                except _LinkRefused as refused:
+                    await self._refuse(scope, receive, send, str(refused))
+                    return
+                script_keys, args, key_digest = keys.digest_args(link_digest, self.rate_limit, now)
             reply = await self._lookups.lookup(script_keys, args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
             log.warning("Redis unreachable while checking an API key: %s", exc)
@@ -149,6 +183,25 @@ class Authenticate:
             return
         state["caller"] = caller
         await self.app(scope, receive, send)
+
+    async def _link_digest(self, job_id: str, value: str, now: float) -> str:
+        """The digest of the key that signed a download link for this job; `_LinkRefused` saying why the link
+        opens nothing (malformed, expired, its key revoked, another job's, tampered with)."""
+        assert self._lookups is not None
+        anew = f"ask for a new one with POST /jobs/{job_id}/result/link (or send `Authorization: Bearer KEY`)"
+        parsed = keys.parse_download_link(value)
+        if parsed is None:
+            raise _LinkRefused(f"the download link is not one this service makes: {anew}")
+        key_id, expires, signature = parsed
+        if expires < now:
+            when = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
+            raise _LinkRefused(f"the download link expired at {when}: {anew}")
+        stored = await self._lookups.redis.hget(keys.INDEX, key_id)
+        key_digest = stored.decode() if isinstance(stored, bytes) else stored
+        if not key_digest or not hmac.compare_digest(keys.sign_link(key_digest, job_id, expires), signature):
+            raise _LinkRefused(f"the download link is not valid (its key was revoked, or it was made for another job): "
+                               f"{anew}")
+        return key_digest
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:

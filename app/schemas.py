@@ -24,6 +24,14 @@ class JobLinks(BaseModel):
     events: str  # Server-Sent Events of its progress (app.job_progress)
 
 
+class DownloadLink(BaseModel):
+    url: str = Field(description="The archive's path with its `link` parameter: GET or HEAD it with no "
+                     "Authorization header (a browser's download manager, a wget on another host)")
+    expires_at: datetime | None = Field(description="When the link stops opening the archive (a download already "
+                                        "under way finishes); null when the service runs without keys and the path "
+                                        "needs none")
+
+
 class ModelRef(BaseModel):
     id: str
     version: int

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 from rq import Worker
@@ -34,7 +35,7 @@ def service(request: pytest.FixtureRequest, settings: Settings, ecg_model_dir: P
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
     redis = Redis.from_url(str(own.redis_url))
     with api_log.open("wb") as api_out, worker_log.open("wb") as worker_out:
-        api, url = start_api(own, stderr=api_out, DSB_AUTH="required", DSB_LOG_FORMAT=fmt)
+        api, url = start_api(own, stderr=api_out, stdout=api_out, DSB_AUTH="required", DSB_LOG_FORMAT=fmt)
         worker = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker"], cwd=ROOT, stderr=worker_out,
                                   stdout=worker_out, env=environment(own, DSB_LOG_FORMAT=fmt, DSB_BATCH_SIZE="4"))
         try:
@@ -85,6 +86,19 @@ def test_each_state_change_is_one_line_with_the_job_id_and_the_owner_name(
         {"state": "started", "owner": owner}, {"state": "failed", "owner": owner}]
     for log in (api_log, worker_log):
         assert key not in log.read_text()
+
+
+def test_the_access_log_keeps_a_download_links_path_not_its_signature(
+        service: tuple[str, str, Path, Path, str, subprocess.Popen[bytes], Settings]) -> None:
+    _, url, api_log, _, key, _, _ = service
+    with client(url, key) as http:
+        job_id = http.post(ECG, json={"num_samples": 2, "seed": 3, "format": "npy"}).json()["job_id"]
+        assert wait_finished(http, job_id)["status"] == "finished"
+        link = http.post(f"/jobs/{job_id}/result/link").json()["url"]
+    assert httpx.get(url + link).status_code == 200
+    signature = link.rsplit(".", 1)[1]
+    wait_for(lambda: f"/jobs/{job_id}/result?link=REDACTED" in api_log.read_text(), 10, "the download's access line")
+    assert signature not in api_log.read_text()
 
 
 def test_a_cancel_is_logged_by_the_api_and_by_the_worker_that_stops(

@@ -93,13 +93,14 @@ def _make(page: Page, link: str | None, **fields: str) -> str:
     return job_id
 
 
-def _download(page: Page, tmp_path: Path) -> zipfile.ZipFile:
+def _download(page: Page, tmp_path: Path) -> tuple[zipfile.ZipFile, str]:
+    """The archive the download button saves, and the URL the browser fetched it from."""
     with page.expect_download() as download:
         page.get_by_role("link", name=re.compile("Download the archive")).click()
     path = tmp_path / download.value.suggested_filename
     download.value.save_as(path)
     assert path.name.startswith("deepsynthbody_") and path.suffix == ".zip", path.name
-    return zipfile.ZipFile(path)
+    return zipfile.ZipFile(path), download.value.url
 
 
 def _recipe(page: Page) -> dict:
@@ -137,7 +138,7 @@ def test_twenty_ecgs_from_the_catalog_to_the_archive(page: Page, api_url: str, w
     assert recipe["num_samples"] == COUNT and recipe["leads"] == 12 and recipe["version"] == 2
     assert isinstance(recipe["seed"], int)
     assert "/generate/cardiovascular/ecg" in page.locator("#recipe-curl").inner_text()
-    archive = _download(page, tmp_path)
+    archive, _ = _download(page, tmp_path)
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["job_id"] == job_id and manifest["seed"] == recipe["seed"] and manifest["num_samples"] == COUNT
     records = {Path(n).stem for n in archive.namelist() if n.endswith(".hea")}
@@ -176,7 +177,7 @@ def test_twenty_gi_tract_pairs_from_the_catalog_to_the_archive(page: Page, api_u
     for image in figures.first.locator("img").all():  # the image and its mask, side by side, decoded
         assert image.evaluate("img => img.complete && img.naturalWidth") == 128
     expect(figures.first.locator("img")).to_have_count(2)
-    archive = _download(page, tmp_path)
+    archive, _ = _download(page, tmp_path)
     manifest = json.loads(archive.read("manifest.json"))
     names = archive.namelist()
     images, masks = [n for n in names if n.startswith("image_")], [n for n in names if n.startswith("mask_")]
@@ -204,7 +205,8 @@ def test_with_keys_on_the_page_asks_once_and_keeps_the_key(settings: Settings,
         expect(page.get_by_role("heading", name="Cardiovascular")).to_be_visible()
         expect(dialog).to_be_hidden()
         job_id = _make(page, "^ecg DeepFake ECG")
-        archive = _download(page, tmp_path)  # fetched with the key, saved from a blob
+        archive, fetched = _download(page, tmp_path)  # a download link asked for with the key, fetched by the browser
+        assert f"/jobs/{job_id}/result?link=" in fetched
         assert json.loads(archive.read("manifest.json"))["job_id"] == job_id
         assert "authorization: Bearer $DSB_API_KEY" in page.locator("#recipe-curl").inner_text()
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -23,11 +25,12 @@ from app.auth import CallerDep
 from app.deps import JobIdDep, RedisDep, SettingsDep, StoreDep
 from app.enqueue import ALL_JOBS, OWNER_JOBS
 from app.errors import echo, error_response, responses
-from app.schemas import ErrorBody, JobList, JobPublic, JobState
-from deepsynthbody.core import job_changes, job_events, quotas
+from app.schemas import DownloadLink, ErrorBody, JobList, JobPublic, JobState
+from deepsynthbody.core import job_changes, job_events, keys, quotas
 from deepsynthbody.core.errors import Conflict, NotFound
 from deepsynthbody.core.jobs import JobPaths
 from deepsynthbody.core.keys import Caller
+from deepsynthbody.core.settings import Settings
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -236,17 +239,49 @@ def _archive_conflict(view: job_views.JobView) -> Conflict:
              response_class=FileResponse, responses=_RESULT_RESPONSES)
 @router.get("/{job_id}/result", summary="The zip archive of a finished job", response_class=FileResponse,
             responses=_RESULT_RESPONSES)
-def get_result(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> FileResponse:
+def get_result(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller: CallerDep,
+               link: Annotated[str | None, Query(
+                   description="A download link's signature (POST /jobs/{id}/result/link makes the whole URL): "
+                   "opens the archive without the Authorization header until it expires")] = None) -> FileResponse:
+    # `link` is checked with the key, by app.auth, before the route runs; it is declared for the document
     view = fetch_owned(redis, job_id, caller)
-    if view.state is not JobState.finished:
-        raise _archive_conflict(view)
-    archive = JobPaths(settings.jobs_dir, job_id).archive
-    if not archive.exists():
-        raise NotFound(f"the archive of job {job_id} is no longer stored",
-                       hint="submit the request again (same seed, same samples)")
+    archive = _stored_archive(view, settings)
     spec = view.spec
     filename = f"deepsynthbody_{spec['model_id']}-v{spec['model_version']}_n{spec['num_samples']}_seed{spec['seed']}_{spec['format']}_{job_id[:8]}.zip"
     return ArchiveResponse(archive, media_type="application/zip", filename=filename, stat_result=archive.stat())
+
+
+def _stored_archive(view: job_views.JobView, settings: Settings) -> Path:
+    """The finished job's archive; 409 while it has none, 404 once it is no longer stored."""
+    if view.state is not JobState.finished:
+        raise _archive_conflict(view)
+    archive = JobPaths(settings.jobs_dir, view.id).archive
+    if not archive.exists():
+        raise NotFound(f"the archive of job {view.id} is no longer stored",
+                       hint="submit the request again (same seed, same samples)")
+    return archive
+
+
+@router.post("/{job_id}/result/link", response_model=DownloadLink,
+             summary="A link to the finished job's archive that opens it without the Authorization header, for a while",
+             description="For downloads that cannot send a header: a browser's own download manager (the web app's "
+             "button), a wget on another host. The link is the caller's key's, for this job's archive only, until "
+             "`expires_at` (DSB_DOWNLOAD_LINK_SECONDS); revoking the key ends it. Nothing is stored for it.",
+             responses=responses(401, 404, 409, 429, 503, descriptions={
+                 404: "No such job, or its archive is no longer stored",
+                 409: "No archive (yet): the job is queued or running, or was canceled or failed"}))
+def result_link(job_id: JobIdDep, redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> DownloadLink:
+    view = fetch_owned(redis, job_id, caller)
+    _stored_archive(view, settings)
+    path = job_views.links(job_id).result
+    if caller.key_id == keys.ANONYMOUS:  # the service runs without keys: the path itself opens the archive
+        return DownloadLink(url=path, expires_at=None)
+    key_digest = keys.key_digest_of(redis, caller.key_id)
+    if key_digest is None:
+        raise keys.RevokedKey("the API key was revoked while this request was under way; no link was made")
+    expires = int(time.time()) + settings.download_link_seconds
+    link = keys.download_link(caller.key_id, key_digest, job_id, expires)
+    return DownloadLink(url=f"{path}?{keys.LINK_PARAMETER}={link}", expires_at=datetime.fromtimestamp(expires, UTC))
 
 
 @router.get("/{job_id}/stream", summary="The job's samples as NDJSON, sent as each batch completes",

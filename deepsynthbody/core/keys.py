@@ -40,6 +40,10 @@ class Forbidden(ServiceError):
     status_code = 403
 
 
+class RevokedKey(ServiceError):
+    status_code = 401
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who made a request: the key's id and name (never the key), whether it is an admin's, and its limits
@@ -159,10 +163,9 @@ def list_keys(redis: Redis) -> list[KeyInfo]:
 
 def revoke(redis: Redis, key_id: str) -> KeyInfo:
     """Removes the key: the next request presenting it gets 401."""
-    key_digest = redis.hget(INDEX, key_id) if _KEY_ID.fullmatch(key_id) else None
+    key_digest = key_digest_of(redis, key_id)
     if key_digest is None:
         raise NotFound(f"no key with id {key_id[:80]!r}", hint="`deepsynthbody keys list` (or GET /admin/keys) shows the ids")
-    key_digest = _text(key_digest)
     with redis.pipeline() as pipe:
         pipe.hgetall(record_key(key_digest))
         pipe.delete(record_key(key_digest))
@@ -191,9 +194,43 @@ return rec
 
 def authenticate_args(key: str, rate_limit: int | None, now: float) -> tuple[list[str], list[str], str]:
     """The script's keys and arguments for a presented key, and the key's digest."""
-    key_digest = digest(key)
+    return digest_args(digest(key), rate_limit, now)
+
+
+def digest_args(key_digest: str, rate_limit: int | None, now: float) -> tuple[list[str], list[str], str]:
+    """The script's keys and arguments for a key known by its digest (a download link's), and the digest."""
     return ([record_key(key_digest), f"{RATE_PREFIX}{key_digest}:{int(now)}"], [f"{now:.3f}", str(rate_limit or 0)],
             key_digest)
+
+
+def key_digest_of(redis: Redis, key_id: str) -> str | None:
+    """The stored digest of the key with this id; None for no such key (revoked, or never made)."""
+    value = redis.hget(INDEX, key_id) if _KEY_ID.fullmatch(key_id) else None
+    return _text(value) if value is not None else None
+
+
+# A download link (`?link=KEY_ID.EXPIRES.SIGNATURE` on /jobs/{id}/result) opens one job's archive without the
+# Authorization header, for a browser's own download manager: the key that asked for it, until EXPIRES (Unix
+# seconds), signed by HMAC-SHA256 under the key's stored digest, which only the key's holder and the service know.
+# Nothing is stored for it; revoking the key ends its links.
+LINK_PARAMETER = "link"
+_LINK = re.compile(r"([0-9a-f]{16})\.([0-9]{1,12})\.([0-9a-f]{64})")
+
+
+def sign_link(key_digest: str, job_id: str, expires: int) -> str:
+    message = f"result:{job_id}:{expires}".encode()
+    return hmac.new(bytes.fromhex(key_digest), message, hashlib.sha256).hexdigest()
+
+
+def download_link(key_id: str, key_digest: str, job_id: str, expires: int) -> str:
+    """The `link` query parameter's value for this key, job and expiry."""
+    return f"{key_id}.{expires}.{sign_link(key_digest, job_id, expires)}"
+
+
+def parse_download_link(value: str) -> tuple[str, int, str] | None:
+    """(key id, expiry, signature) of a `link` value; None when it is not one."""
+    match = _LINK.fullmatch(value)
+    return (match[1], int(match[2]), match[3]) if match else None
 
 
 def caller_from_reply(reply: list[Any], key_digest: str, default_samples_per_day: int | None,

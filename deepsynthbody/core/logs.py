@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,20 @@ def log_format() -> str:
         return "text"
 
 
+_LINK_VALUE = re.compile(r"([?&]link=)[^&\s]*")
+
+
+class HideDownloadLinks(logging.Filter):
+    """An access log line keeps a download link's path, not its signature, which opens the archive without a key
+    until it expires (app.auth)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 2 and isinstance(args[2], str) and "link=" in args[2]:
+            record.args = (*args[:2], _LINK_VALUE.sub(r"\1REDACTED", args[2]), *args[3:])
+        return True
+
+
 def config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
     """The whole configuration: the root logger, and uvicorn's loggers (used by the API processes)."""
     fmt = fmt or log_format()
@@ -80,8 +95,10 @@ def config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
         "handlers": {
             "plain": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
             "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
-            "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+            "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout",
+                       "filters": ["hide_download_links"]},
         },
+        "filters": {"hide_download_links": {"()": f"{__name__}.HideDownloadLinks"}},
         "root": {"handlers": ["plain"], "level": level},
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},

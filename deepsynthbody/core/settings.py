@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         None, description="Queued + running requests of a key created without its own limit; unset: unlimited.")
     rate_limit_per_second: PositiveInt | None = Field(
         None, description="Requests per second one key may make (429 beyond); unset: unlimited.")
+    download_link_seconds: PositiveInt = Field(
+        900, description="How long a download link (POST /jobs/{id}/result/link) opens its archive without a key.")
     max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest request body accepted (413 beyond).")
     max_upload_bytes: PositiveInt = Field(
         256 << 20, description="Largest model archive POST /models accepts (413 beyond); the only route exempt from "

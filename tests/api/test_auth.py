@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -250,3 +251,71 @@ def test_a_redis_outage_while_checking_a_key_is_503_not_500(settings: Settings, 
         assert httpx.get(f"{url}/healthz").status_code == 200
     finally:
         stop(process)
+
+
+def test_a_download_link_opens_its_archive_without_the_header_until_it_expires(
+        settings: Settings, auth_url: str, people: dict[str, httpx.Client]) -> None:
+    """`POST /jobs/{id}/result/link`: a URL a browser's download manager (or wget on another host) can fetch with no
+    header; for that job's archive only, until it expires, and never again once its key is revoked."""
+    key = new_key(settings, "carol")
+    carol = client(auth_url, key)
+    job_id, other_job = _submit(carol, 3), _submit(carol, 2, seed=2)
+    for job in (job_id, other_job):
+        assert wait_finished(carol, job)["status"] == "finished"
+    started = time.time()
+    answer = carol.post(f"/jobs/{job_id}/result/link")
+    assert answer.status_code == 200, answer.text
+    url, expires_at = answer.json()["url"], answer.json()["expires_at"]
+    assert url.startswith(f"/jobs/{job_id}/result?link=")
+    expires = datetime.fromisoformat(expires_at).timestamp()
+    assert started + settings.download_link_seconds - 1 <= expires <= time.time() + settings.download_link_seconds
+
+    archive = carol.get(f"/jobs/{job_id}/result")
+    with httpx.Client(base_url=auth_url, timeout=60) as nobody:  # no Authorization header at all
+        through_link = nobody.get(url)
+        assert through_link.status_code == 200, through_link.text
+        assert through_link.content == archive.content
+        assert through_link.headers["content-disposition"] == archive.headers["content-disposition"]
+        head = nobody.head(url)
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(archive.content))
+        part = nobody.get(url, headers={"Range": "bytes=10-19"})  # a resumed download
+        assert part.status_code == 206 and part.content == archive.content[10:20]
+
+        def refused(path: str, method: str = "GET") -> str:
+            response = nobody.request(method, path)
+            assert response.status_code == 401, (path, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            return response.json()["message"]
+
+        signature = url.rsplit(".", 1)[1]
+        tampered = url[:-1] + ("0" if signature[-1] != "0" else "1")
+        assert "not valid" in refused(tampered)
+        assert "not valid" in refused(url.replace(job_id, other_job))  # another job of the same key
+        assert "not one this service makes" in refused(f"/jobs/{job_id}/result?link=abc")
+        assert "needs an API key" in refused(f"/jobs/{job_id}?link={url.split('link=')[1]}")  # the archive only
+        assert "needs an API key" in refused(url, "DELETE")
+        key_id, _, _ = url.split("link=")[1].split(".")
+        with Redis.from_url(str(settings.redis_url)) as redis:
+            key_digest = keys.key_digest_of(redis, key_id)
+            assert key_digest == keys.digest(key)
+            past = int(time.time()) - 1
+            expired = refused(f"/jobs/{job_id}/result?link={keys.download_link(key_id, key_digest, job_id, past)}")
+            assert "expired at" in expired and f"POST /jobs/{job_id}/result/link" in expired
+            keys.revoke(redis, key_id)
+        assert "not valid" in refused(url)  # its key revoked: the link is dead too
+
+    # the link is asked for like the archive: another key's job is unknown, an unfinished job has none yet
+    alice_job = _submit(people["alice"], 2)
+    assert people["bob"].post(f"/jobs/{alice_job}/result/link").status_code == 404
+    running = _submit(people["alice"], 2000)
+    assert people["alice"].post(f"/jobs/{running}/result/link").status_code == 409
+    people["alice"].delete(f"/jobs/{running}")
+    carol.close()
+
+
+def test_without_keys_the_download_link_is_the_archives_own_path(client: httpx.Client) -> None:
+    job_id = _submit(client, 2)
+    assert wait_finished(client, job_id)["status"] == "finished"
+    answer = client.post(f"/jobs/{job_id}/result/link")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"url": f"/jobs/{job_id}/result", "expires_at": None}

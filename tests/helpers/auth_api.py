@@ -17,11 +17,12 @@ from tests.conftest import ROOT, answers, environment, wait_for
 
 
 def start_api(settings: Settings, host: str = "127.0.0.1", stderr: IO[bytes] | None = None,
-              **extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`deepsynthbody api` on a free port; `extra` are environment variables (DSB_AUTH="required", ...)."""
+              stdout: IO[bytes] | None = None, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`deepsynthbody api` on a free port; `extra` are environment variables (DSB_AUTH="required", ...); its access
+    log goes to `stdout`, everything else it logs to `stderr`."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "api", "--host", host, "--port", str(port)],
-                               cwd=ROOT, env=environment(settings, **extra), stderr=stderr)
+                               cwd=ROOT, env=environment(settings, **extra), stderr=stderr, stdout=stdout)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: answers(f"{url}/healthz"), 30, "the API to answer")
     return process, url

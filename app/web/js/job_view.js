@@ -44,11 +44,6 @@ function recipe(job, card) {
   ]);
 }
 
-function filenameOf(response, fallback) {
-  const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(response.headers.get("content-disposition") || "");
-  return match ? decodeURIComponent(match[1]) : fallback;
-}
-
 function humanBytes(bytes) {
   const units = ["bytes", "KB", "MB", "GB", "TB"];
   let i = 0;
@@ -71,17 +66,16 @@ function downloadLink(job) {
   const link = el("a", { class: "button primary", href: url, download: "", id: "download" }, "Download the archive (.zip)");
   link.addEventListener("click", async (event) => {
     if (!storedKey()) return; // keys off: the browser downloads it straight to disk
-    event.preventDefault(); // a key must go along as a header: fetch, then save the blob
+    // A link cannot send the key as a header: ask for a short-lived download link, which the browser's own download
+    // manager then saves to disk as it comes (nothing of the archive is held in this page's memory).
+    event.preventDefault();
     link.setAttribute("aria-busy", "true");
     try {
-      const response = await fetch(url, { headers: authHeaders() });
-      if (!response.ok) throw await errorOf(response);
-      const blob = await response.blob();
-      const save = el("a", { href: URL.createObjectURL(blob), download: filenameOf(response, `${job.job_id}.zip`) });
+      const signed = await (await request(`${url}/link`, { method: "POST" })).json();
+      const save = el("a", { href: signed.url, download: "" });
       document.body.append(save);
       save.click();
       save.remove();
-      setTimeout(() => URL.revokeObjectURL(save.href), 60000);
     } catch (error) {
       notice(`The download failed: ${error.message}`);
     } finally {
