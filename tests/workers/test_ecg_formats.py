@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -130,6 +132,22 @@ def test_dicom_reads_back_equal_with_pydicom(names: list[str], tmp_path: Path) -
         bound = sizes.archive_bound(MANIFEST, "dicom", 1, {"leads": len(names)}, annotated=index == 2)
         assert len(files[name]) <= bound - sizes.MANIFEST - sizes.ZIP_END - 2 * sizes.ZIP_MEMBER - 1024
     assert "WaveformAnnotationSequence" not in pydicom.dcmread(io.BytesIO(files["ecg_00000.dcm"]))
+
+
+@pytest.mark.parametrize("names", [LEADS, TWELVE_LEADS], ids=["8-leads", "12-leads"])
+def test_dicom_passes_dicom3tools_validator(names: list[str], tmp_path: Path) -> None:
+    """dciodvfy checks each file against the 12-Lead ECG IOD of the standard (every module, type and condition):
+    no error and no warning, with and without measurements."""
+    dciodvfy = shutil.which("dciodvfy")
+    assert dciodvfy, "dciodvfy is missing: install Debian's dicom3tools (apt-get install -y dicom3tools); .ci/run does"
+    files = _encode("dicom", _ecgs(2, len(names)), names, tmp_path / "out", measurements={1: MEASURED})
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        checked = subprocess.run([dciodvfy, str(tmp_path / name)], capture_output=True, text=True, timeout=60,
+                                 check=False)  # it says what it found; the lines are read below
+        said = (checked.stdout + checked.stderr).splitlines()
+        assert said and said[0] == "TwelveLeadECG", said  # the IOD it recognised
+        assert not [line for line in said if line.startswith(("Error", "Warning"))], (name, said)
 
 
 @pytest.mark.parametrize("fmt", ["edf", "dicom", "pdf", "png"])

@@ -4,7 +4,8 @@ Each channel's sensitivity is 1 uV per unit with no baseline, so `Dataset.wavefo
 exactly. Leads are coded with the MDC codes of DICOM's CID 3001 and an annotated ECG's global measurements go into
 the Waveform Annotation Sequence with their MDC/LOINC codes (CIDs 3227-3229), all as pydicom's code dictionary
 holds them. The patient module says the patient is synthetic; the identifiers (UIDs from the model, seed and
-sample index, fixed dates) make the same request give the same bytes."""
+sample index, fixed dates) make the same request give the same bytes. dicom3tools' dciodvfy passes the files with
+no error or warning (tests/workers/test_ecg_formats.py)."""
 
 from __future__ import annotations
 
@@ -108,7 +109,6 @@ class DicomWriter:
         ds.SoftwareVersions = [f"deepsynthbody {__version__}", f"model {ctx.model_id} {ctx.model_version}"]
         ds.AcquisitionContextSequence = []
         group = Dataset()
-        group.MultiplexGroupTimeOffset = "0"
         group.WaveformOriginality = "ORIGINAL"
         group.NumberOfWaveformChannels = sample.shape[1]
         group.NumberOfWaveformSamples = sample.shape[0]
