@@ -30,8 +30,9 @@ import importlib
 import inspect
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 import neurokit2 as nk
@@ -40,6 +41,31 @@ from scipy import signal as scipy_signal
 
 # the module, not the function the package exports under its name: its DWT steps (see _delineate)
 _dwt = importlib.import_module("neurokit2.ecg.ecg_delineate")
+
+
+def _remembering(adjust: Callable[..., Any]) -> Callable[..., Any]:
+    """neurokit2's `_dwt_adjust_parameters`, remembering its answers. Every DWT step asks it for the heart rate's
+    search durations and wavelet degree from the R peaks it was given (12 calls per median beat, each computing the
+    rate from the peaks: a fifth of a measurement's time); the answer depends only on the arguments, and a median
+    beat's copies always have the same four peaks for the same beat length."""
+
+    @lru_cache(maxsize=1024)
+    def remembered(peaks: bytes, dtype: str, sampling_rate: float, duration: float | None, target: str | None) -> Any:
+        return adjust(np.frombuffer(peaks, dtype=dtype), sampling_rate, duration=duration, target=target)
+
+    @wraps(adjust)
+    def adjusted(rpeaks: Any, sampling_rate: float, duration: float | None = None, target: str | None = None) -> Any:
+        peaks = np.asarray(rpeaks)
+        if peaks.dtype == object or len(peaks) > _COPIES:  # a record's peaks (the reference's): not worth keeping
+            return adjust(rpeaks, sampling_rate, duration=duration, target=target)
+        return remembered(peaks.tobytes(), peaks.dtype.str, sampling_rate, duration, target)
+
+    adjusted.remembering = True  # type: ignore[attr-defined]
+    return adjusted
+
+
+if not getattr(_dwt._dwt_adjust_parameters, "remembering", False):  # the steps call it by its module's name
+    _dwt._dwt_adjust_parameters = _remembering(_dwt._dwt_adjust_parameters)
 
 METHOD = (f"neurokit2 {nk.__version__}: R peaks (ecg_findpeaks, 'neurokit') on lead II high-passed at 0.5 Hz; "
           "median beat of each lead over the record's beats (II and I high-passed, other leads each beat less its "

@@ -227,3 +227,19 @@ def test_the_high_pass_is_scipys_filtfilt_to_the_bit(ecgs: tuple[np.ndarray, lis
     assert np.array_equal(ecg_measurements._high_passed(leads, rate), scipy_signal.sosfiltfilt(sos, leads, axis=0))
     assert np.array_equal(ecg_measurements._high_passed(leads[:, :1], rate)[:, 0],
                           scipy_signal.sosfiltfilt(sos, leads[:, 0]))
+
+
+def test_remembered_heart_rate_parameters_are_neurokit2s() -> None:
+    """The DWT steps' heart-rate parameters, remembered for a median beat's copies, are what neurokit2 computes,
+    for every kind of peaks it is given (a record's are computed each time)."""
+    adjust = _dwt._dwt_adjust_parameters
+    assert adjust.remembering and adjust.__wrapped__ is not adjust
+    copies = 200 + 415 * np.arange(1, 5)
+    record = np.cumsum(np.r_[120, np.random.default_rng(3).integers(380, 460, 11)])
+    for peaks in (copies, copies.tolist(), copies.astype(np.int32), record, 100 + 250 * np.arange(1, 5)):
+        for rate in (500, 1000):
+            for kwargs in ({"target": "degree"}, {"duration": 0.25, "target": "duration"},
+                           {"duration": 0.6, "target": "duration"}):
+                expected = adjust.__wrapped__(np.asarray(peaks), rate, **kwargs)
+                assert adjust(peaks, rate, **kwargs) == expected == adjust(peaks, rate, **kwargs)
+                assert type(adjust(peaks, rate, **kwargs)) is type(expected)
