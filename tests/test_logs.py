@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import signal
 import subprocess
@@ -155,3 +156,13 @@ def test_a_dead_workers_job_run_again_is_logged_as_requeued(
     assert _events(fmt, worker_log, job_id) == [{"state": "started", "owner": owner}]
     assert _events(fmt, second_log, job_id) == [{"state": "started", "owner": owner},
                                                 {"state": "finished", "owner": owner}]
+
+
+def test_models_build_logs_its_own_lines_only(tmp_path: Path) -> None:
+    """Exporting with torch says what was built, in the service's format; nothing of torch's own INFO logging."""
+    done = subprocess.run([sys.executable, "-m", "deepsynthbody", "models", "build"], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("DSB_")} | {"DSB_DATA_DIR": str(tmp_path)},
+                          timeout=300, check=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert any("model_store.build INFO built pulse2pulse-ecg:2" in line for line in lines), done.stderr
+    assert all(line[:4].isdigit() and " INFO " in line for line in lines), done.stderr

@@ -104,6 +104,9 @@ def config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            # the exporter's torch (models build) would log its INFO lines through its own handler, in its own
+            # format (its FakeTensor cache statistics at exit): only its warnings are of use to a user
+            "torch": {"level": "WARNING"},
         },
     }
 
