@@ -9,6 +9,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import mne
 import numpy as np
 import pydicom
 import pyedflib
@@ -102,6 +103,23 @@ def test_edf_carries_an_annotated_ecgs_measurements_as_tals(tmp_path: Path) -> N
     assert {"HR 72.4 bpm", "PR 158 ms", "QRS 94 ms", "QT 392 ms", "QTc Bazett 431 ms", "P axis 52 deg"} <= whole
     assert not any(text.startswith("T axis") for text in whole)
     assert len(files["ecg_00001.edf"]) <= sizes.edf_file_bound(5000, 500.0, 8, annotated=True)
+
+
+def test_edf_reads_in_mne_as_ecg_channels_in_volts_with_the_fiducial_points(tmp_path: Path) -> None:
+    """MNE-Python, what many researchers load EDF with: ECG channels by their labels, the samples (in volts) equal
+    to the job's microvolts, every fiducial point an annotation at its sample, the patient named synthetic."""
+    ecgs = _ecgs(2, len(TWELVE_LEADS))
+    files = _encode("edf", ecgs, TWELVE_LEADS, tmp_path / "out", measurements={1: MEASURED})
+    for index, sample in enumerate(ecgs):
+        path = tmp_path / f"ecg_{index:05d}.edf"
+        path.write_bytes(files[path.name])
+        raw = mne.io.read_raw_edf(path, preload=True, infer_types=True, verbose="error")
+        assert raw.ch_names == TWELVE_LEADS and set(raw.get_channel_types()) == {"ecg"}
+        assert raw.info["sfreq"] == 500.0 and raw.info["subject_info"]["last_name"] == "SYNTHETIC"
+        assert np.array_equal(np.round(raw.get_data().T * 1e6), sample)
+        points = {(round(a["onset"] * 500), a["description"]) for a in raw.annotations if a["duration"] == 0}
+        assert len(points) == (sum(map(len, MEASURED["fiducials"].values())) if index == 1 else 0)
+    assert (140, "R peak") in points and (744, "T offset") in points
 
 
 @pytest.mark.parametrize("names", [LEADS, TWELVE_LEADS], ids=["8-leads", "12-leads"])
