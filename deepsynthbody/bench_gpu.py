@@ -9,12 +9,14 @@ memory) per batch size and precision, and the service end to end with a GPU work
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 import traceback
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,19 @@ def _timed(step: Callable[[], int], seconds: float) -> float:
     while time.perf_counter() - started < seconds:
         done += step()
     return done / (time.perf_counter() - started)
+
+
+def _before_manifest(path: Path) -> str:
+    """sha256 of an archive's bytes up to its manifest.json entry (which holds the job's times)."""
+    with zipfile.ZipFile(path) as archive:
+        end = archive.getinfo("manifest.json").header_offset
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while end > 0:
+            block = data.read(min(end, 1 << 22))
+            digest.update(block)
+            end -= len(block)
+    return digest.hexdigest()
 
 
 def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
@@ -224,7 +239,7 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
         shutil.copytree(settings.installed_models_dir, data / "models")
         sink = base / "download.zip"
         small = max(1000, e2e_n // 5)
-        for workers, formats in ((1, ("npy", "wfdb", "json", "csv")), (4, ("npy", "wfdb", "csv"))):
+        for workers, formats in ((1, ("npy", "wfdb", "json", "csv", "asc")), (4, ("npy", "wfdb", "csv"))):
             os.environ["DSB_CHUNK_SIZE"] = str(small // workers if workers > 1 else 2000)
             service = Service(data, workers, max_samples=e2e_n)
             try:
@@ -246,17 +261,32 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
         """The worker's own two steps, without HTTP or Redis: where an end-to-end second goes."""
         import uuid
 
-        from workers import tasks
+        from workers import encoding_processes, tasks
 
-        for fmt, n in (("npy", 2000), ("npy", e2e_n), ("wfdb", max(1000, e2e_n // 5)), ("csv", max(1000, e2e_n // 5))):
+        small = max(1000, e2e_n // 5)
+        alone = settings.model_copy(update={"encoding_processes": 0})
+        in_processes = encoding_processes.processes(settings, "CUDAExecutionProvider", "csv")
+        runs = [("npy", 2000, settings, ""), ("npy", e2e_n, settings, "")]
+        archives: dict[str, str] = {}
+        for fmt in ("wfdb", "csv", "asc", "dicom"):  # the encoder thread alone, then the worker's processes
+            runs += [(fmt, small // (4 if fmt == "dicom" else 1), local, label) for local, label in
+                     ((alone, ", encoder thread alone"), (settings, f", encoded in {in_processes} processes"))]
+        for fmt, n, local, label in runs:
             spec = {"job_id": uuid.uuid4().hex, "model_id": MODEL_ID, "model_version": entry.manifest.version,
                     "num_samples": n, "seed": 1, "format": fmt, "params": params8, "precision": "fp32", "request": {},
                     "chunks": [[0, n]]}
             started = time.perf_counter()
-            chunk = tasks.run_chunk(spec, 0, settings)  # type: ignore[arg-type]
+            chunk = tasks.run_chunk(spec, 0, local)  # type: ignore[arg-type]
             generated = time.perf_counter()
-            tasks.assemble(spec, settings, None, [chunk])  # type: ignore[arg-type]
-            name = f"worker in process, {fmt}, {n} ECGs ({chunk['arithmetic']})"
+            tasks.assemble(spec, local, None, [chunk])  # type: ignore[arg-type]
+            job_dir = local.jobs_dir / str(spec["job_id"])
+            if label:  # the same archive either way, but for the manifest's times
+                digest = _before_manifest(job_dir / "result.zip")
+                if fmt in archives:
+                    report.check(f"{fmt} archive encoded in processes = the encoder thread's", archives[fmt] == digest)
+                archives[fmt] = digest
+            shutil.rmtree(job_dir, ignore_errors=True)  # a 20,000-ECG archive is 1.6 GB
+            name = f"worker in process, {fmt}, {n} ECGs ({chunk['arithmetic']}{label})"
             report.data["end_to_end"][name] = {"generate + encode ECG/s": n / (generated - started),
                                                "archive s": time.perf_counter() - generated}
             print(f"  {name}: {report.data['end_to_end'][name]}", flush=True)

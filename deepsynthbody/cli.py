@@ -49,9 +49,10 @@ def _api(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
-    from deepsynthbody.core.settings import get_settings
+    from deepsynthbody.core.settings import get_settings, share_cores
     from workers.worker import run
 
+    share_cores(args.workers)  # before the settings are read: the pool's workers inherit them
     run(args.queues or [get_settings().queue], num_workers=args.workers, burst=args.burst)
 
 

@@ -192,7 +192,7 @@ def run(host: str, port: int, num_workers: int) -> None:
     from deepsynthbody.core import logs
     from deepsynthbody.core.embedded_redis import EmbeddedRedis
     from deepsynthbody.core.keys import resolve_auth
-    from deepsynthbody.core.settings import Settings
+    from deepsynthbody.core.settings import Settings, share_cores
     from deepsynthbody.supervisor import Supervisor
 
     resolve_auth(host)  # DSB_AUTH's default depends on the address: before any settings are read
@@ -216,8 +216,7 @@ def run(host: str, port: int, num_workers: int) -> None:
             log.info("started a private Redis at %s (data in %s)", redis_server.address, redis_server.directory)
             _recover(redis_server.url, settings.queue)
         build_missing(Settings())
-        if num_workers and "DSB_ORT_THREADS" not in os.environ:
-            os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))
+        share_cores(num_workers)
         supervisor = Supervisor([sys.executable, "-m", "deepsynthbody", "worker"], num_workers,
                                           redis_server.url if redis_server else str(settings.redis_url),
                                           settings.queue, redis_server).start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,23 @@ def test_bad_flags_are_usage_errors_not_tracebacks(settings: Settings, args: lis
     done = deepsynthbody(settings, *args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "error: argument" in done.stderr.splitlines()[-1], done.stderr
+
+
+def test_several_workers_from_one_command_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --workers N` and `worker --workers N` give each worker its share of the cores (its lanes, measuring
+    and encoding processes), unless DSB_ORT_THREADS is set."""
+    from deepsynthbody.core.settings import Settings, share_cores
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setenv("DSB_ORT_THREADS", "0")  # what it was comes back after the test
+    monkeypatch.delenv("DSB_ORT_THREADS")
+    share_cores(1)
+    assert "DSB_ORT_THREADS" not in os.environ  # one worker: every core (0)
+    share_cores(4)
+    assert os.environ["DSB_ORT_THREADS"] == "4" and Settings().ort_threads == 4
+    monkeypatch.setenv("DSB_ORT_THREADS", "3")
+    share_cores(2)
+    assert os.environ["DSB_ORT_THREADS"] == "3"
+    monkeypatch.delenv("DSB_ORT_THREADS")
+    share_cores(32)
+    assert os.environ["DSB_ORT_THREADS"] == "1"

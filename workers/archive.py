@@ -58,6 +58,14 @@ class MemberZip:
         self.zip.writestr(_info(name, self.mode), data)
         self.files.append({"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
 
+    def append(self, part: Path) -> None:
+        """Another MemberZip's members (a piece of a batch encoded in another process, closed), after those added so
+        far: its entries byte for byte (`_append_entries`), so the zip is the one `add` would have made. The part and
+        its listing and directory are then removed."""
+        self.files += _append_entries(self.zip, part)
+        for path in (part, listing(part), directory(part)):
+            path.unlink()
+
     def close(self) -> None:
         self.zip.close()
         listing(self.path).write_text(json.dumps(self.files))

@@ -1,4 +1,5 @@
-"""The processes a worker measures samples in (an annotated or filtered job), kept for the worker's lifetime.
+"""The processes a worker measures samples in (an annotated or filtered job), kept for the worker's lifetime; a GPU
+worker also encodes per-record formats in them (`workers.encoding_processes`, through `each_piece`).
 
 neurokit2's delineation is mostly Python loops, which threads would run one at a time under the GIL: in one worker
 on 2 cores, measuring in the lanes' threads made annotated jobs 0.34 of plain ones. Each batch is cut into one piece
@@ -55,8 +56,16 @@ def available() -> bool:
 def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: int, *args: Any) -> list[Any]:
     """[function(sample, *args) for sample in samples], in up to `processes` processes side by side (one caller at
     a time per slot: a worker's encoder thread; callers beyond the slots wait)."""
+    return [result for piece in each_piece(_each, samples, processes, function, *args) for result in piece]
+
+
+def each_piece(function: Callable[..., Any], samples: np.ndarray, processes: int, *args: Any) -> list[Any]:
+    """`samples` cut into up to `processes` runs of consecutive samples, `function(run, first, *args)` of each in
+    the processes side by side (`first`: the run's first sample's index in `samples`), the results in order. The
+    run lives in memory shared with the caller and is reused once the call returns: `function` keeps no view of it.
+    Where the platform cannot fork, one call over all of `samples` in the caller's thread."""
     if not available():
-        return [function(sample, *args) for sample in samples]
+        return [function(samples, 0, *args)]
     samples = np.ascontiguousarray(samples)
     processes_, slot = _acquire(processes, samples.nbytes)
     try:
@@ -64,9 +73,9 @@ def measure_each(function: Callable[..., Any], samples: np.ndarray, processes: i
         np.ndarray(samples.shape, samples.dtype, processes_.buffer, offset)[...] = samples
         per_sample = samples.nbytes // max(1, len(samples))
         bounds = np.linspace(0, len(samples), min(processes, len(samples)) + 1).astype(int)
-        pieces = [(function, offset + a * per_sample, b - a, samples.shape[1:], samples.dtype.str, args)
+        pieces = [(function, offset + a * per_sample, int(a), b - a, samples.shape[1:], samples.dtype.str, args)
                   for a, b in zip(bounds, bounds[1:]) if b > a]
-        return [result for piece in processes_.pool.map(_each, pieces) for result in piece]
+        return list(processes_.pool.map(_run, pieces))
     except BrokenProcessPool:
         _forget(processes_)
         raise
@@ -137,9 +146,13 @@ def _start(size: int, slot_bytes: int) -> _Processes:
     return _Processes(pool, size, buffer, slot_bytes, list(range(SLOTS)))
 
 
-def _each(piece: tuple[Callable[..., Any], int, int, tuple[int, ...], str, tuple[Any, ...]]) -> list[Any]:
-    function, offset, count, shape, dtype, args = piece
+def _run(piece: tuple[Callable[..., Any], int, int, int, tuple[int, ...], str, tuple[Any, ...]]) -> Any:
+    function, offset, first, count, shape, dtype, args = piece
     samples = np.ndarray((count, *shape), np.dtype(dtype), _shared, offset)  # type: ignore[arg-type]
+    return function(samples, first, *args)
+
+
+def _each(samples: np.ndarray, first: int, function: Callable[..., Any], *args: Any) -> list[Any]:
     return [function(sample, *args) for sample in samples]
 
 

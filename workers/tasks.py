@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import shutil
 import time
 import zipfile
@@ -26,8 +27,9 @@ from deepsynthbody.core.samples_file import SamplesFile
 from deepsynthbody.core.settings import Settings, get_settings
 from model_store import distributions
 from model_store.store import ModelEntry, open_store
-from workers import annotations, archive, ecg_filter, lifecycle, pipeline, postprocess, runtime
-from workers.encoders import ENCODERS, EncodeContext
+from workers import annotations, archive, ecg_filter, encoding_processes, lifecycle, measuring_processes
+from workers import pipeline, postprocess, runtime
+from workers.encoders import ENCODERS, BatchWriter, EncodeContext
 from workers.encoders.base import MemberSink
 
 MEMBER_ZIP = ".members.zip"  # a chunk's per-sample members, zipped (workers.archive.MemberZip)
@@ -122,7 +124,7 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     _report_start(job, model, batch_size, started_at, {"done": kept, "total": total})
     with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
         ctx = _context(entry, spec, paths, members, index)
-        writer, measure = ENCODERS[spec["format"]](ctx), None
+        writer, measure = _writer(spec, settings, model, ctx, batch_size * math.prod(shape) * dtype.itemsize), None
         if spec.get("annotate") and entry.manifest.measurements:
             measure = annotations.measurer(entry.manifest.measurements, ctx, model.measuring_processes)
             writer = annotations.AnnotatedWriter(writer, ctx, spec["format"], paths.measurements)
@@ -140,6 +142,17 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
         pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure)
     done = _chunk_record(index, model, batch_size, started_at, job)
     return done | ({"selection": selection.finish()} if selection is not None else {})
+
+
+def _writer(spec: JobSpec, settings: Settings, model: runtime.ModelRuntime, ctx: EncodeContext,
+            batch_bytes: int) -> BatchWriter:
+    """The format's writer: in the encoder thread, or where this worker encodes in processes, in those
+    (`workers.encoding_processes`, forked now, before the lanes start)."""
+    count = encoding_processes.processes(settings, model.provider, spec["format"])
+    if not count:
+        return ENCODERS[spec["format"]](ctx)
+    measuring_processes.prepare(count, batch_bytes)
+    return encoding_processes.PieceWriter(spec["format"], ctx, count, settings.archive_compression)
 
 
 def _report_start(job: Job | None, model: runtime.ModelRuntime, batch_size: int, started_at: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,12 @@ class Settings(BaseSettings):
     ort_threads: int = Field(
         0, ge=0, description="CPU threads a worker infers with: that many single-threaded onnxruntime runs side by "
         "side, each on its own batch (and as many processes measuring an annotated job's samples); 0: one per core."
+    )
+    encoding_processes: int | None = Field(
+        None, ge=0, description="Processes a worker encodes per-record formats in (wfdb, csv, asc, edf, dicom, png, "
+        "pdf), each batch cut into one piece per process; 0 or 1: its encoder thread alone; unset: on a GPU worker as "
+        "many as it measures in (`ort_threads`; one per core), since the GPU makes samples faster than one core encodes "
+        "them; none on a CPU worker, whose cores infer."
     )
     chunk_size: PositiveInt = Field(
         2000, description="Requests larger than this are split into chunks that workers run in parallel."
@@ -97,3 +104,9 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
+
+def share_cores(num_workers: int) -> None:
+    """Give each of `num_workers` workers started from this process its share of the host's cores (`ort_threads`:
+    the lanes of a CPU worker, the measuring and encoding processes of any worker), unless DSB_ORT_THREADS says."""
+    if num_workers > 1 and "DSB_ORT_THREADS" not in os.environ:
+        os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))

@@ -79,7 +79,7 @@ def test_an_archive_step_run_again_after_it_finished_keeps_the_archive(settings:
     step had finished: RQ runs the step again, which finds the archive whole and keeps it (found by the chaos test:
     it failed, the parts being gone)."""
     spec = JobSpec(job_id=f"archive-again-{fmt}", model_id="pulse2pulse-ecg", model_version=1, num_samples=6,
-                   seed=5, format=fmt, params={"leads": 8}, precision="fp32", request={}, chunks=[(0, 3), (3, 6)])
+                   seed=5, format=fmt, params={"leads": 8}, precision="fp32", request={}, chunks=[(0, 3), (3, 3)])
     chunks = [tasks.run_chunk(spec, index, settings) for index in range(2)]
     first = tasks.assemble(spec, settings, None, chunks)
     job = settings.jobs_dir / spec["job_id"]
