@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepsynthbody.core.jobs import JobSpec
 from deepsynthbody.core.settings import Settings
 from workers import encoding_processes, measuring_processes, tasks
+from workers.encoding_processes import _encode
 
 PIECES = encoding_processes.PIECES_SUFFIX
 pytestmark = pytest.mark.skipif(not measuring_processes.available(), reason="this platform cannot fork")
@@ -84,3 +87,30 @@ def test_who_encodes_in_processes(settings: Settings) -> None:
     assert encoding_processes.processes(four, "CPUExecutionProvider", "csv") == 4
     assert encoding_processes.processes(settings.model_copy(update={"encoding_processes": 1}),
                                         "CUDAExecutionProvider", "csv") == 0
+
+
+def _dies_on_its_second_batch(samples: np.ndarray, first: int, start: int, *rest: object) -> str:
+    if start >= 4:
+        os._exit(1)  # an encoding process killed (out of memory, say) in the middle of a chunk
+    return _encode(samples, first, start, *rest)  # type: ignore[arg-type]
+
+
+def test_a_chunk_whose_encoding_process_dies_fails_and_its_retry_makes_the_same_archive(
+        settings: Settings, ecg_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ runs a failed chunk again: the new try forks new processes and writes the chunk again from its start."""
+    chunks = [(0, 6), (6, 3)]
+    expected = _archive(settings, "dies", "wfdb", 0, False, chunks)
+    spec = JobSpec(job_id="encoding-dies-again", model_id="pulse2pulse-ecg", model_version=1, num_samples=9, seed=31,
+                   format="wfdb", params={"leads": 12}, precision="fp32", request={}, chunks=chunks)
+    local = settings.model_copy(update={"encoding_processes": 2, "batch_size": 4})
+    measuring_processes.stop()
+    monkeypatch.setattr(encoding_processes, "_encode", _dies_on_its_second_batch)  # in the processes forked next
+    with pytest.raises(BrokenProcessPool):
+        tasks.run_chunk(spec, 0, local)
+    monkeypatch.undo()
+    measuring_processes.stop()
+    done = [tasks.run_chunk(spec, index, local) for index in range(len(chunks))]
+    tasks.assemble(spec, local, None, done)
+    made = (settings.jobs_dir / spec["job_id"] / "result.zip").read_bytes()
+    manifest_at = zipfile.ZipFile(settings.jobs_dir / spec["job_id"] / "result.zip").getinfo("manifest.json")
+    assert made[:manifest_at.header_offset] == expected[:manifest_at.header_offset]
