@@ -307,11 +307,24 @@ class CommandError(Exception):
 def _one_line(exc: BaseException) -> str:
     from deepsynthbody.core.errors import ServiceError
 
+    if (settings := _settings_mistake(exc)) is not None:
+        return settings
     if isinstance(exc, ServiceError):
         extra = "; ".join(f"{key}: {_plain(value)}" for key, value in exc.details.items())
         return exc.message + (f" ({extra})" if extra else "")
     text = " ".join(str(exc).split())
     return text if isinstance(exc, CommandError) else f"{type(exc).__name__}: {text}"
+
+
+def _settings_mistake(exc: BaseException) -> str | None:
+    """A setting from the environment that is not valid, named as the variable to fix; None for any other error."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    wrong = [f"DSB_{'_'.join(map(str, error['loc'])).upper()}={str(error['input'])[:60]!r}: {error['msg']}"
+             for error in exc.errors()]
+    return "; ".join(wrong) + " (environment variables: the README's Configuration table)"
 
 
 def _plain(value: object) -> str:
@@ -337,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         from deepsynthbody.core.errors import ServiceError
 
         log.debug("%s failed", args.command, exc_info=True)
-        expected = isinstance(exc, CommandError | ServiceError)
+        expected = isinstance(exc, CommandError | ServiceError) or _settings_mistake(exc) is not None
         hint = "" if expected else " (--log-level DEBUG shows where)"
         command = " ".join(filter(None, ["deepsynthbody", args.command, getattr(args, "models_command", None),
                                             getattr(args, "jobs_command", None)]))

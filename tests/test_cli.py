@@ -88,3 +88,14 @@ def test_several_workers_from_one_command_share_the_cores(monkeypatch: pytest.Mo
     monkeypatch.delenv("DSB_ORT_THREADS")
     share_cores(32)
     assert os.environ["DSB_ORT_THREADS"] == "1"
+
+
+def test_a_setting_that_is_not_valid_is_named_as_its_variable(settings: Settings) -> None:
+    env = environment(settings, DSB_ENCODING_PROCESSES="two", DSB_BATCH_SIZE="0")
+    done = subprocess.run([sys.executable, "-m", "deepsynthbody", "worker", "--burst"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("deepsynthbody worker: error: DSB_BATCH_SIZE='0': Input should be greater than 0; "
+                               "DSB_ENCODING_PROCESSES='two': Input should be a valid integer"), lines[0]
+    assert "Configuration" in lines[0] and "DEBUG" not in lines[0]
