@@ -75,7 +75,7 @@ def test_several_workers_from_one_command_share_the_cores(monkeypatch: pytest.Mo
     and encoding processes), unless DSB_ORT_THREADS is set."""
     from deepsynthbody.core.settings import Settings, share_cores
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.setenv("DSB_ORT_THREADS", "0")  # what it was comes back after the test
     monkeypatch.delenv("DSB_ORT_THREADS")
     share_cores(1)
@@ -99,3 +99,11 @@ def test_a_setting_that_is_not_valid_is_named_as_its_variable(settings: Settings
     assert lines[0].startswith("deepsynthbody worker: error: DSB_BATCH_SIZE='0': Input should be greater than 0; "
                                "DSB_ENCODING_PROCESSES='two': Input should be a valid integer"), lines[0]
     assert "Configuration" in lines[0] and "DEBUG" not in lines[0]
+
+
+def test_the_cores_a_worker_uses_are_those_it_may_run_on(tmp_path: Path) -> None:
+    """A container's cpuset or `taskset` limits the lanes and processes, not the machine's core count."""
+    code = "from deepsynthbody.core.settings import usable_cores; print(usable_cores())"
+    done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr

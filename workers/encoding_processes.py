@@ -16,14 +16,13 @@ says otherwise.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepsynthbody.core.settings import Settings
+from deepsynthbody.core.settings import Settings, usable_cores
 from workers import archive, measuring_processes
 from workers.encoders import ENCODERS, BatchWriter, EncodeContext
 
@@ -40,7 +39,7 @@ def processes(settings: Settings, provider: str, fmt: str) -> int:
         return 0
     chosen = settings.encoding_processes
     if chosen is None:
-        chosen = (settings.ort_threads or os.cpu_count() or 1) if provider == "CUDAExecutionProvider" else 0
+        chosen = (settings.ort_threads or usable_cores()) if provider == "CUDAExecutionProvider" else 0
     return chosen if chosen > 1 else 0
 
 

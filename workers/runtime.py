@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from deepsynthbody.core.errors import ModelInvalid
-from deepsynthbody.core.settings import Settings
+from deepsynthbody.core.settings import Settings, usable_cores
 from model_store.manifest import ParameterInput
 from model_store.store import ModelEntry, sha256_file
 from workers import noise, postprocess
@@ -98,7 +97,7 @@ def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> Mode
         providers: list[Any] = ["CPUExecutionProvider"]
         stream = None
         lanes = 1
-        cores = settings.ort_threads or os.cpu_count() or 1
+        cores = settings.ort_threads or usable_cores()
         if cuda_available(settings):
             providers, stream = _cuda_providers(settings)
         else:  # `lanes` single-threaded runs side by side (workers.pipeline), not one run over all cores

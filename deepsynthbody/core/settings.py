@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     )
     ort_threads: int = Field(
         0, ge=0, description="CPU threads a worker infers with: that many single-threaded onnxruntime runs side by "
-        "side, each on its own batch (and as many processes measuring an annotated job's samples); 0: one per core."
+        "side, each on its own batch (and as many processes measuring an annotated job's samples); 0: one per core "
+        "this process may run on (its CPU affinity: a container's cpuset, taskset)."
     )
     encoding_processes: int | None = Field(
         None, ge=0, description="Processes a worker encodes per-record formats in (wfdb, csv, asc, edf, dicom, png, "
@@ -105,8 +106,16 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's cpuset, `taskset`), where the platform
+    has one, else the machine's count. A CPU quota (`docker run --cpus`) is not seen."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def share_cores(num_workers: int) -> None:
-    """Give each of `num_workers` workers started from this process its share of the host's cores (`ort_threads`:
+    """Give each of `num_workers` workers started from this process its share of the usable cores (`ort_threads`:
     the lanes of a CPU worker, the measuring and encoding processes of any worker), unless DSB_ORT_THREADS says."""
     if num_workers > 1 and "DSB_ORT_THREADS" not in os.environ:
-        os.environ["DSB_ORT_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))
+        os.environ["DSB_ORT_THREADS"] = str(max(1, usable_cores() // num_workers))

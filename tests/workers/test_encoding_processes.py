@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from deepsynthbody.core.jobs import JobSpec
-from deepsynthbody.core.settings import Settings
+from deepsynthbody.core.settings import Settings, usable_cores
 from workers import encoding_processes, measuring_processes, tasks
 from workers.encoding_processes import _encode
 
@@ -77,7 +77,7 @@ def test_what_a_stopped_try_left_in_its_pieces_folder_is_not_archived(settings: 
 def test_who_encodes_in_processes(settings: Settings) -> None:
     unset = settings.model_copy(update={"encoding_processes": None, "ort_threads": 0})
     assert encoding_processes.processes(unset, "CPUExecutionProvider", "wfdb") == 0  # its cores infer
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     assert encoding_processes.processes(unset, "CUDAExecutionProvider", "wfdb") == (cores if cores > 1 else 0)
     assert encoding_processes.processes(unset, "CUDAExecutionProvider", "npy") == 0  # one file per chunk
     assert encoding_processes.processes(unset, "CUDAExecutionProvider", "json") == 0  # 5,000 ECG/s on one core
