@@ -26,7 +26,7 @@ import psutil
 
 from deepsynthbody.core import processes
 from deepsynthbody.core.embedded_redis import EmbeddedRedis, free_port
-from deepsynthbody.core.settings import Settings
+from deepsynthbody.core.settings import Settings, cores_per_worker
 from model_store.store import open_store
 
 ECG = "/generate/cardiovascular/ecg"
@@ -158,7 +158,7 @@ class Service:
                                    env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pool: subprocess.Popen[bytes] | None = None
         if workers:
-            threads = str(max(1, (os.cpu_count() or 1) // workers))
+            threads = str(cores_per_worker(workers))
             self.pool = processes.spawn(
                 [sys.executable, "-m", "deepsynthbody", "worker", "--workers", str(workers)],
                 env={**self.env, "DSB_ORT_THREADS": threads}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

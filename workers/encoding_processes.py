@@ -84,7 +84,7 @@ _writers: dict[tuple[Any, ...], tuple[BatchWriter, _Sink, EncodeContext]] = {}  
 def _encode(samples: np.ndarray, first: int, start: int, fmt: str, blueprint: EncodeContext,
             measured: dict[int, dict[str, Any]], folder: str, compression: str) -> str:
     """In a process: samples start+first .. encoded into a zip of their own in `folder`; its path."""
-    key = (folder, fmt, tuple(blueprint.channel_names), blueprint.seed, blueprint.num_samples)
+    key = (folder, fmt)  # the folder is one job's chunk's
     if key not in _writers:
         _writers.clear()  # a new chunk: the last one's writer is done with
         sink = _Sink()

@@ -30,17 +30,21 @@ def batches(total: int, size: int, first: int = 0) -> list[tuple[int, int]]:
 
 def produce(model: ModelRuntime, seed: int, params: dict[str, Any], plan: list[tuple[int, int]],
             consume: Consumer, before_batch: Callable[[int], None], batch_size: int,
-            measure: Measurer | None = None) -> None:
+            measure: Measurer | None = None, encoding_processes: int = 0) -> None:
     """Run every batch of `plan` through the model and hand the samples to `consume(samples, start)` in order.
     `measure(samples, start)`, when given, runs on each batch first, in the encoder's thread: it hands the batch to
     the worker's measuring processes (`workers.measuring_processes`), and the lanes go on making the next batches.
+    `encoding_processes`: how many of those processes `consume` encodes in (`workers.encoding_processes`). They
+    are forked once, as many as either needs, before the lanes start.
 
     On the GPU path every batch runs at `batch_size` (short ones padded), so a sample's arithmetic does not
     depend on the size of the request it is part of."""
     if measure is not None:
         consume = _measured(measure, consume)
+    processes = max(model.measuring_processes if measure is not None else 0, encoding_processes)
+    if processes:
         shape, dtype = postprocess.sample_shape(model.entry.manifest.output, params)
-        measuring_processes.prepare(model.measuring_processes, batch_size * math.prod(shape) * dtype.itemsize)
+        measuring_processes.prepare(processes, batch_size * math.prod(shape) * dtype.itemsize)
     gpu = model.gpu_pipeline(params, batch_size)
     if gpu is not None:
         _produce_on_gpu(gpu, seed, plan, consume, before_batch)

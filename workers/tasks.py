@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import shutil
 import time
 import zipfile
@@ -27,8 +26,7 @@ from deepsynthbody.core.samples_file import SamplesFile
 from deepsynthbody.core.settings import Settings, get_settings
 from model_store import distributions
 from model_store.store import ModelEntry, open_store
-from workers import annotations, archive, ecg_filter, encoding_processes, lifecycle, measuring_processes
-from workers import pipeline, postprocess, runtime
+from workers import annotations, archive, ecg_filter, encoding_processes, lifecycle, pipeline, postprocess, runtime
 from workers.encoders import ENCODERS, BatchWriter, EncodeContext
 from workers.encoders.base import MemberSink
 
@@ -124,7 +122,8 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
     _report_start(job, model, batch_size, started_at, {"done": kept, "total": total})
     with archive.MemberZip(paths.parts / f"{index:05d}{MEMBER_ZIP}", settings.archive_compression) as members:
         ctx = _context(entry, spec, paths, members, index)
-        writer, measure = _writer(spec, settings, model, ctx, batch_size * math.prod(shape) * dtype.itemsize), None
+        encoding = encoding_processes.processes(settings, model.provider, spec["format"])
+        writer, measure = _writer(spec, settings, ctx, encoding), None
         if spec.get("annotate") and entry.manifest.measurements:
             measure = annotations.measurer(entry.manifest.measurements, ctx, model.measuring_processes)
             writer = annotations.AnnotatedWriter(writer, ctx, spec["format"], paths.measurements)
@@ -139,20 +138,17 @@ def run_chunk(spec: JobSpec, index: int, settings: Settings, job: Job | None = N
             selection = ecg_filter.Selection(entry.manifest.measurements or "", ctx, spec["where"], total,
                                              spec["candidate_budget"], consume, model.measuring_processes)
             plan, take, measure = selection.plan(batch_size), selection.consume, selection.measure
-        pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure)
+        pipeline.produce(model, spec["seed"], spec["params"], plan, take, before_batch, batch_size, measure, encoding)
     done = _chunk_record(index, model, batch_size, started_at, job)
     return done | ({"selection": selection.finish()} if selection is not None else {})
 
 
-def _writer(spec: JobSpec, settings: Settings, model: runtime.ModelRuntime, ctx: EncodeContext,
-            batch_bytes: int) -> BatchWriter:
-    """The format's writer: in the encoder thread, or where this worker encodes in processes, in those
-    (`workers.encoding_processes`, forked now, before the lanes start)."""
-    count = encoding_processes.processes(settings, model.provider, spec["format"])
-    if not count:
+def _writer(spec: JobSpec, settings: Settings, ctx: EncodeContext, processes: int) -> BatchWriter:
+    """The format's writer: in the encoder thread, or in `processes` of the worker's processes
+    (`workers.encoding_processes`; the pipeline forks them before its lanes start)."""
+    if not processes:
         return ENCODERS[spec["format"]](ctx)
-    measuring_processes.prepare(count, batch_bytes)
-    return encoding_processes.PieceWriter(spec["format"], ctx, count, settings.archive_compression)
+    return encoding_processes.PieceWriter(spec["format"], ctx, processes, settings.archive_compression)
 
 
 def _report_start(job: Job | None, model: runtime.ModelRuntime, batch_size: int, started_at: str,

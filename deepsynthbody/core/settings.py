@@ -114,8 +114,13 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def cores_per_worker(num_workers: int) -> int:
+    """One worker's share of the usable cores when `num_workers` run side by side on this host."""
+    return max(1, usable_cores() // num_workers)
+
+
 def share_cores(num_workers: int) -> None:
     """Give each of `num_workers` workers started from this process its share of the usable cores (`ort_threads`:
     the lanes of a CPU worker, the measuring and encoding processes of any worker), unless DSB_ORT_THREADS says."""
     if num_workers > 1 and "DSB_ORT_THREADS" not in os.environ:
-        os.environ["DSB_ORT_THREADS"] = str(max(1, usable_cores() // num_workers))
+        os.environ["DSB_ORT_THREADS"] = str(cores_per_worker(num_workers))
