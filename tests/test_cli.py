@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,9 +75,10 @@ def test_bad_flags_are_usage_errors_not_tracebacks(settings: Settings, args: lis
 def test_several_workers_from_one_command_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve --workers N` and `worker --workers N` give each worker its share of the cores (its lanes, measuring
     and encoding processes), unless DSB_ORT_THREADS is set."""
+    from deepsynthbody.core import settings as settings_module
     from deepsynthbody.core.settings import Settings, share_cores
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: 16)  # a 16-core host
     monkeypatch.setenv("DSB_ORT_THREADS", "0")  # what it was comes back after the test
     monkeypatch.delenv("DSB_ORT_THREADS")
     share_cores(1)
@@ -107,3 +110,31 @@ def test_the_cores_a_worker_uses_are_those_it_may_run_on(tmp_path: Path) -> None
     done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
+
+
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu hierarchy, where this machine kind (and its CI) mounts it
+IN_QUOTA = """echo $$ > "$1/cgroup.procs"
+exec unshare --cgroup --mount sh -c 'umount "$0" && mount -t cgroup -o cpu cgroup "$0" && exec "$1" -c "$2"' "$2" "$3" "$4"
+"""
+
+
+def test_a_containers_cpu_quota_limits_the_cores_a_worker_uses(tmp_path: Path) -> None:
+    """`docker run --cpus 1`, compose's `cpus:`, a Kubernetes CPU limit: the process may run on every core, but its
+    cgroup's quota allows one CPU's time. Made here as a container makes it: a cgroup with that quota, entered in
+    a cgroup namespace of its own (so it is the root the process sees), its hierarchy mounted again there."""
+    if not (os.geteuid() == 0 and os.access(CPU_CGROUP / "cpu.cfs_quota_us", os.W_OK) and shutil.which("unshare")):
+        pytest.skip("needs root, unshare and cgroup v1's cpu hierarchy at /sys/fs/cgroup/cpu, as this machine kind has")
+    group = CPU_CGROUP / f"dsb-test-{uuid.uuid4().hex[:8]}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_quota_us").write_text((group / "cpu.cfs_period_us").read_text())  # one CPU's time
+        script = tmp_path / "in-quota.sh"
+        script.write_text(IN_QUOTA)
+        code = "import os; from deepsynthbody.core.settings import usable_cores; print(usable_cores(), os.cpu_count())"
+        done = subprocess.run(["sh", str(script), str(group), str(CPU_CGROUP), sys.executable, code], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        cores, machine = map(int, done.stdout.split())
+        assert cores == 1 and machine == os.cpu_count(), done.stdout
+    finally:
+        group.rmdir()
