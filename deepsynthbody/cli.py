@@ -20,10 +20,20 @@ def _apply(args: argparse.Namespace) -> None:
         os.environ["DSB_DATA_DIR"] = str(Path(args.data_dir).resolve())
 
 
+def _workers(args: argparse.Namespace) -> int:
+    """The number of workers to start: --workers, or one per GPU of --gpus."""
+    from deepsynthbody.core.gpus import worker_count
+
+    try:
+        return worker_count(args.workers, args.gpus)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _serve(args: argparse.Namespace) -> None:
     from deepsynthbody.serve import run
 
-    run(args.host, args.port, args.workers)
+    run(args.host, args.port, _workers(args), gpus=args.gpus)
 
 
 def _build_missing(settings) -> None:  # noqa: ANN001 - Settings, imported lazily
@@ -52,8 +62,9 @@ def _worker(args: argparse.Namespace) -> None:
     from deepsynthbody.core.settings import get_settings, share_cores
     from workers.worker import run
 
-    share_cores(args.workers)  # before the settings are read: the pool's workers inherit them
-    run(args.queues or [get_settings().queue], num_workers=args.workers, burst=args.burst)
+    num_workers = _workers(args)
+    share_cores(num_workers)  # before the settings are read: the pool's workers inherit them
+    run(args.queues or [get_settings().queue], num_workers=num_workers, burst=args.burst, gpus=args.gpus)
 
 
 def _models_build(args: argparse.Namespace) -> None:
@@ -205,6 +216,24 @@ def _data_dir(command: argparse.ArgumentParser) -> None:
                          help="results, built models and the private Redis (default: $DSB_DATA_DIR, else ./data)")
 
 
+def _gpu_list(text: str) -> list[str]:
+    from deepsynthbody.core.gpus import GpuListError, parse
+
+    try:
+        return parse(text)
+    except GpuListError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_gpu_list.__name__ = "GPU list"
+
+
+def _gpus(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--gpus", type=_gpu_list, metavar="0,1,...",
+                         help="GPUs to run the workers on, one each in turn (CUDA_VISIBLE_DEVICES); "
+                              "a host's cores are shared between its workers")
+
+
 def _listen(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", default="127.0.0.1",
                          help="address to listen on (0.0.0.0: every interface, reachable from other machines)")
@@ -220,7 +249,9 @@ def parser() -> argparse.ArgumentParser:
 
     serve = _command(commands, "serve", "run the API and its workers, with a private Redis when no Redis URL is set")
     _listen(serve)
-    serve.add_argument("--workers", type=_count(0), default=1, help="worker processes (0: the API only)")
+    serve.add_argument("--workers", type=_count(0),
+                       help="worker processes, 0: the API only (default: 1, or one per GPU of --gpus)")
+    _gpus(serve)
     _data_dir(serve)
     serve.set_defaults(func=_serve)
 
@@ -231,7 +262,9 @@ def parser() -> argparse.ArgumentParser:
     api.set_defaults(func=_api)
 
     worker = _command(commands, "worker", "run RQ generation workers (need DSB_REDIS_URL)")
-    worker.add_argument("--workers", type=_count(1), default=1, help="worker processes on this host")
+    worker.add_argument("--workers", type=_count(1),
+                        help="worker processes on this host (default: 1, or one per GPU of --gpus)")
+    _gpus(worker)
     worker.add_argument("--queues", nargs="*", help="queues to listen on (default: the generation queue)")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     _data_dir(worker)

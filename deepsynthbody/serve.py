@@ -186,7 +186,7 @@ def banner(settings: Any, host: str, port: int) -> str:  # noqa: ANN401
     ])
 
 
-def run(host: str, port: int, num_workers: int) -> None:
+def run(host: str, port: int, num_workers: int, gpus: list[str] | None = None) -> None:
     import uvicorn
 
     from deepsynthbody.core import logs
@@ -219,7 +219,7 @@ def run(host: str, port: int, num_workers: int) -> None:
         share_cores(num_workers)
         supervisor = Supervisor([sys.executable, "-m", "deepsynthbody", "worker"], num_workers,
                                           redis_server.url if redis_server else str(settings.redis_url),
-                                          settings.queue, redis_server).start()
+                                          settings.queue, redis_server, gpus=gpus).start()
         ready = banner(Settings(), host, port)
 
         class Server(uvicorn.Server):

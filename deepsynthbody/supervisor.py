@@ -7,11 +7,13 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 
+from deepsynthbody.core import gpus as gpu_lists
 from deepsynthbody.core.processes import how_it_ended, spawn, stop_all
 
 
 class _Slot:
-    def __init__(self) -> None:
+    def __init__(self, gpu: str | None = None) -> None:
+        self.gpu = gpu  # the GPU its worker runs on, whichever worker that is (`serve --gpus`)
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.backoff = 0.0
@@ -31,12 +33,12 @@ class Supervisor:
     HEALTHY_SECONDS = 10.0
 
     def __init__(self, worker_command: Sequence[str], num_workers: int, redis_url: str, queue: str,
-                 redis_server: object | None = None) -> None:
+                 redis_server: object | None = None, gpus: list[str] | None = None) -> None:
         import threading
 
         self.worker_command = list(worker_command)
         self.redis_url, self.queue, self.redis_server = redis_url, queue, redis_server
-        self.slots = [_Slot() for _ in range(num_workers)]
+        self.slots = [_Slot(gpu_lists.dealt(i, gpus) if gpus else None) for i in range(num_workers)]
         self._redis = _Slot()  # its restart times: a Redis that cannot start is tried again after a pause
         self._redis.started = time.monotonic()
         self._dead: list[int] = []  # pids of workers whose registration and job are still to be seen to
@@ -109,7 +111,8 @@ class Supervisor:
                 log.warning("cannot reach Redis to run a dead worker's job again yet: %s", exc)
         for slot in self.slots:
             if slot.process is None and now >= slot.next_start:
-                slot.process, slot.started = spawn(self.worker_command), time.monotonic()
+                slot.process = spawn(self.worker_command, env=gpu_lists.environment(slot.gpu))
+                slot.started = time.monotonic()
 
     def stop(self, timeout: float = 30, hurry: Callable[[], bool] = lambda: False) -> None:
         """Stop restarting, then stop the workers (all at once, each within `timeout`); Redis is the caller's."""

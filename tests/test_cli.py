@@ -61,15 +61,25 @@ def test_serve_help_explains_every_option_with_its_default(settings: Settings) -
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     for option, default in [("--host", "127.0.0.1"), ("--port", "8000"), ("--workers", "1")]:
-        assert option in text and f"(default: {default})" in text, (option, text)
+        assert option in text and f"(default: {default}" in text, (option, text)
     assert "--data-dir" in text and "./data" in text
+    assert "(default: 1, or one per GPU of --gpus)" in text
 
 
-@pytest.mark.parametrize("args", [["serve", "--port", "http"], ["serve", "--workers", "-1"], ["--log-level", "loud", "serve"]])
+@pytest.mark.parametrize("args", [["serve", "--port", "http"], ["serve", "--workers", "-1"], ["--log-level", "loud", "serve"],
+                                  ["worker", "--gpus", "0,,1"], ["serve", "--gpus", "cuda:0"], ["worker", "--gpus", "1,1"]])
 def test_bad_flags_are_usage_errors_not_tracebacks(settings: Settings, args: list[str]) -> None:
     done = deepsynthbody(settings, *args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "error: argument" in done.stderr.splitlines()[-1], done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_fewer_workers_than_gpus_is_refused_naming_the_idle_gpus(settings: Settings, command: str) -> None:
+    done = deepsynthbody(settings, command, "--workers", "2", "--gpus", "0,1,2,3")
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"deepsynthbody {command}: error: --workers 2 leaves GPU 2,3 without a worker: give --workers 4 or more "
+        "(several per GPU), or fewer GPUs in --gpus"], done.stderr
 
 
 def test_several_workers_from_one_command_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -39,6 +40,7 @@ from rq.worker import BaseWorker, WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
 from deepsynthbody.core import disk, job_events, logs
+from deepsynthbody.core import gpus as gpu_lists
 from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody.core.settings import get_settings
 from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, tasks
@@ -125,6 +127,8 @@ class GenerationWorker(SimpleWorker):
 
     def register_birth(self) -> None:
         super().register_birth()
+        if (gpu := os.environ.get(gpu_lists.VARIABLE)) is not None:
+            self.log.info("Worker %s (pid %d): %s=%s", self.name, os.getpid(), gpu_lists.VARIABLE, gpu)
         self._stop_heartbeats = heartbeat.keep_alive(self)  # every 2 s, idle or busy: /readyz sees a death at once
 
     def register_death(self) -> None:
@@ -347,10 +351,28 @@ class GenerationWorker(SimpleWorker):
 
 class GenerationWorkerPool(WorkerPool):
     """`deepsynthbody worker --workers N`: RQ's pool, which starts a new worker when one dies; the dead one's job
-    runs again at once, instead of once its registration has expired."""
+    runs again at once, instead of once its registration has expired. With `--gpus`, each worker is forked with
+    one GPU in CUDA_VISIBLE_DEVICES (`deepsynthbody.core.gpus`); a new worker takes the one its predecessor left."""
+
+    def __init__(self, *args: object, gpus: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gpus = gpus or []
+        self.gpu_of: dict[str, str] = {}  # a live worker's name: its GPU
+
+    def start_worker(self, *args: object, **kwargs: object) -> None:
+        if not self.gpus:
+            super().start_worker(*args, **kwargs)  # type: ignore[arg-type]
+            return
+        gpu = gpu_lists.least_used(self.gpus, (self.gpu_of[name] for name in self.worker_dict if name in self.gpu_of))
+        before = set(self.worker_dict)
+        with gpu_lists.visible(gpu):  # the forked worker starts with it; CUDA reads it at its first use
+            super().start_worker(*args, **kwargs)  # type: ignore[arg-type]
+        for name in set(self.worker_dict) - before:
+            self.gpu_of[name] = gpu
 
     def handle_dead_worker(self, worker_data: WorkerData) -> None:
         super().handle_dead_worker(worker_data)
+        self.gpu_of.pop(worker_data.name, None)
         code = worker_data.process.exitcode
         if code:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
@@ -382,15 +404,17 @@ def connect() -> Redis:
     return Redis.from_url(settings.redis_url)
 
 
-def run(queues: list[str], num_workers: int = 1, burst: bool = False) -> None:
+def run(queues: list[str], num_workers: int = 1, burst: bool = False, gpus: list[str] | None = None) -> None:
     logs.configure(logging.INFO, force=False)  # as the command configured it, else text or JSON (DSB_LOG_FORMAT)
     for name in ("rq.worker", "rq.scheduler", "rq.worker_pool"):
         logging.getLogger(name).addFilter(_not_bookkeeping)
     connection = connect()
     if num_workers == 1:
+        if gpus:
+            gpu_lists.use(gpus[0])  # before anything here uses CUDA
         worker = GenerationWorker(queues, connection=connection, serializer=JSONSerializer)
         worker.work(burst=burst)
         return
     pool = GenerationWorkerPool(queues, connection=connection, num_workers=num_workers, worker_class=GenerationWorker,
-                                serializer=JSONSerializer)
+                                serializer=JSONSerializer, gpus=gpus)
     pool.start(burst=burst)

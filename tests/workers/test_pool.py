@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -149,3 +150,32 @@ def test_a_lone_worker_killed_mid_job_has_its_job_run_by_another_within_a_minute
             for process in (lone, other):
                 if process is not None:
                     _stop(process)
+
+
+def test_a_pool_on_gpus_deals_them_out_and_a_new_worker_takes_the_dead_ones_gpu(settings: Settings,
+                                                                                tmp_path: Path) -> None:
+    """`worker --workers 3 --gpus 0,1`: each worker forked with one GPU as CUDA_VISIBLE_DEVICES (0, 1, 0), as it
+    says in its first log line; the worker started in place of a killed one gets the GPU that one left."""
+    mine = settings.model_copy(update={"queue": f"pool-{uuid.uuid4().hex[:8]}"})
+    log = tmp_path / "pool.log"
+    with log.open("ab") as out:
+        pool = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker", "--workers", "3", "--gpus", "0,1"],
+                                cwd=ROOT, env=environment(mine), stdout=out, stderr=out)
+
+    def gpu_of() -> dict[int, str]:  # live worker pid: its GPU, from what each worker said
+        said = dict(re.findall(r"\(pid (\d+)\): CUDA_VISIBLE_DEVICES=(\S+)", log.read_text()))
+        return {int(pid): gpu for pid, gpu in said.items() if psutil.pid_exists(int(pid))}
+
+    try:
+        wait_for(lambda: len(gpu_of()) == 3, 60, "the pool's 3 workers to say their GPU")
+        first = gpu_of()
+        assert sorted(first.values()) == ["0", "0", "1"], first
+        assert {child.pid for child in psutil.Process(pool.pid).children()} == set(first)
+        [on_one] = [pid for pid, gpu in first.items() if gpu == "1"]
+        psutil.Process(on_one).kill()
+        wait_for(lambda: len(gpu_of()) == 3 and on_one not in gpu_of(), 60, "a worker in place of the killed one")
+        [new] = set(gpu_of()) - set(first)
+        assert gpu_of()[new] == "1"
+    finally:
+        _stop(pool)
+    assert pool.returncode == 0
