@@ -66,8 +66,9 @@ def test_serve_help_explains_every_option_with_its_default(settings: Settings) -
     assert "(default: 1, or one per GPU of --gpus)" in text
 
 
-@pytest.mark.parametrize("args", [["serve", "--port", "http"], ["serve", "--workers", "-1"], ["--log-level", "loud", "serve"],
-                                  ["worker", "--gpus", "0,,1"], ["serve", "--gpus", "cuda:0"], ["worker", "--gpus", "1,1"]])
+@pytest.mark.parametrize("args", [["serve", "--port", "http"], ["serve", "--workers", "-1"],
+                                  ["--log-level", "loud", "serve"], ["worker", "--gpus", "0,,1"],
+                                  ["serve", "--gpus", "cuda:0"], ["worker", "--gpus", "1,1"]])
 def test_bad_flags_are_usage_errors_not_tracebacks(settings: Settings, args: list[str]) -> None:
     done = deepsynthbody(settings, *args)
     assert done.returncode == 2
@@ -124,7 +125,8 @@ def test_the_cores_a_worker_uses_are_those_it_may_run_on(tmp_path: Path) -> None
 
 CPU_CGROUP = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu hierarchy, where this machine kind (and its CI) mounts it
 IN_QUOTA = """echo $$ > "$1/cgroup.procs"
-exec unshare --cgroup --mount sh -c 'umount "$0" && mount -t cgroup -o cpu cgroup "$0" && exec "$1" -c "$2"' "$2" "$3" "$4"
+exec unshare --cgroup --mount \
+  sh -c 'umount "$0" && mount -t cgroup -o cpu cgroup "$0" && exec "$1" -c "$2"' "$2" "$3" "$4"
 """
 
 
