@@ -21,13 +21,21 @@ def _apply(args: argparse.Namespace) -> None:
 
 
 def _workers(args: argparse.Namespace) -> int:
-    """The number of workers to start: --workers, or one per GPU of --gpus."""
-    from deepsynthbody.core.gpus import worker_count
+    """The number of workers to start: --workers, or one per GPU of --gpus, once the GPUs are found on this host."""
+    from deepsynthbody.core import gpus
 
     try:
-        return worker_count(args.workers, args.gpus)
+        count = gpus.worker_count(args.workers, args.gpus)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    if args.gpus:
+        host = gpus.installed()
+        if host is None:
+            log.warning("nvidia-smi is not there or failed: the GPUs of --gpus %s are not checked", ",".join(args.gpus))
+        elif missing := gpus.not_installed(args.gpus, host):
+            there = ", ".join(f"{index} ({uuid})" for index, uuid in host) or "none"
+            raise CommandError(f"--gpus: this host has no GPU {', '.join(missing)} (nvidia-smi lists: {there})")
+    return count
 
 
 def _serve(args: argparse.Namespace) -> None:

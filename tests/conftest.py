@@ -170,3 +170,17 @@ def wait_finished(client: httpx.Client, job_id: str, timeout: float = 120) -> di
             return job
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+TWO_GPUS = ("0, GPU-3a23c669-1f69-c64e-cf85-44e9b07e7a2a", "1, GPU-8f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+
+
+def nvidia_smi(folder: Path, rows: tuple[str, ...] | None = TWO_GPUS) -> str:
+    """PATH with an `nvidia-smi` first that prints `rows` as `nvidia-smi --query-gpu=index,uuid --format=csv,noheader`
+    does on a host with those GPUs (None: one that fails, as without a driver). Tests of `--gpus` run on machines
+    with no GPU, or another number of them: this makes the GPUs the command finds the same everywhere."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = "exit 9\n" if rows is None else "".join(f"echo '{row}'\n" for row in rows)
+    (folder / "nvidia-smi").write_text("#!/bin/sh\n" + body)
+    (folder / "nvidia-smi").chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"

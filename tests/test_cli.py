@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from deepsynthbody.core.settings import Settings
-from tests.conftest import ROOT, environment
+from tests.conftest import ROOT, environment, nvidia_smi
 
 
-def deepsynthbody(settings: Settings, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deepsynthbody", *args], cwd=cwd, env=environment(settings),
+def deepsynthbody(settings: Settings, *args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deepsynthbody", *args], cwd=cwd, env=environment(settings, **env),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -121,6 +121,27 @@ def test_the_cores_a_worker_uses_are_those_it_may_run_on(tmp_path: Path) -> None
     done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
+
+
+def test_gpus_the_host_does_not_have_are_refused_at_start(settings: Settings, tmp_path: Path) -> None:
+    """`--gpus` is checked against the GPUs nvidia-smi lists (here a stand-in listing two: `tests.conftest.nvidia_smi`);
+    the command runs as it would on such a host, up to CUDA."""
+    path = nvidia_smi(tmp_path / "two")
+    for command in ("worker", "serve"):
+        done = deepsynthbody(settings, command, "--gpus", "0,1,4", PATH=path)
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+            f"deepsynthbody {command}: error: --gpus: this host has no GPU 4 (nvidia-smi lists: "
+            "0 (GPU-3a23c669-1f69-c64e-cf85-44e9b07e7a2a), 1 (GPU-8f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b))"], done.stderr
+    queue = f"gpus-{uuid.uuid4().hex[:8]}"
+    second = "GPU-8f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"  # by its UUID
+    done = deepsynthbody(settings, "worker", "--gpus", second, "--burst", "--queues", queue, PATH=path)
+    assert done.returncode == 0, done.stderr
+    assert "CUDA_VISIBLE_DEVICES=GPU-8f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b" in done.stderr
+    assert "not checked" not in done.stderr
+    done = deepsynthbody(settings, "worker", "--gpus", "1", "--burst", "--queues", queue,
+                         PATH=nvidia_smi(tmp_path / "failing", None))  # no driver: said, and not refused
+    assert done.returncode == 0, done.stderr
+    assert "nvidia-smi is not there or failed: the GPUs of --gpus 1 are not checked" in done.stderr
 
 
 CPU_CGROUP = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu hierarchy, where this machine kind (and its CI) mounts it

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,26 @@ def parse(text: str) -> list[str]:
         raise GpuListError(f"{text!r} names GPU {twice[0]} twice "
                            "(one worker per GPU: --workers N puts several on each)")
     return ids
+
+
+def installed() -> list[tuple[str, str]] | None:
+    """The host's GPUs as nvidia-smi lists them, (index, UUID) each; None where nvidia-smi is not there or fails.
+    Asked of nvidia-smi, in a process of its own, because the process that forks the workers must not use CUDA."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    rows = [line.split(",", 1) for line in done.stdout.splitlines() if "," in line]
+    return [(index.strip(), uuid.strip()) for index, uuid in rows]
+
+
+def not_installed(gpus: list[str], host: list[tuple[str, str]]) -> list[str]:
+    """The ids of `gpus` that name none of the host's GPUs (MIG instances, which nvidia-smi lists elsewhere, pass)."""
+    known = {name for gpu in host for name in gpu}
+    return [gpu for gpu in gpus if gpu not in known and not gpu.startswith("MIG-")]
 
 
 def worker_count(workers: int | None, gpus: list[str] | None, default: int = 1) -> int:

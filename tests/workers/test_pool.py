@@ -23,7 +23,7 @@ from redis import Redis
 from rq import Queue, Worker
 
 from deepsynthbody.core.settings import Settings
-from tests.conftest import ROOT, environment, run_api, submit, wait_finished, wait_for
+from tests.conftest import ROOT, environment, nvidia_smi, run_api, submit, wait_finished, wait_for
 
 
 @pytest.fixture
@@ -154,13 +154,15 @@ def test_a_lone_worker_killed_mid_job_has_its_job_run_by_another_within_a_minute
 
 def test_a_pool_on_gpus_deals_them_out_and_a_new_worker_takes_the_dead_ones_gpu(settings: Settings,
                                                                                 tmp_path: Path) -> None:
-    """`worker --workers 3 --gpus 0,1`: each worker forked with one GPU as CUDA_VISIBLE_DEVICES (0, 1, 0), as it
-    says in its first log line; the worker started in place of a killed one gets the GPU that one left."""
+    """`worker --workers 3 --gpus 0,1` on a host with two GPUs (as nvidia-smi lists them: `tests.conftest.nvidia_smi`):
+    each worker forked with one GPU as CUDA_VISIBLE_DEVICES (0, 1, 0), as it says in its first log line; the worker
+    started in place of a killed one gets the GPU that one left."""
     mine = settings.model_copy(update={"queue": f"pool-{uuid.uuid4().hex[:8]}"})
     log = tmp_path / "pool.log"
     with log.open("ab") as out:
         pool = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker", "--workers", "3", "--gpus", "0,1"],
-                                cwd=ROOT, env=environment(mine), stdout=out, stderr=out)
+                                cwd=ROOT, env=environment(mine, PATH=nvidia_smi(tmp_path / "bin")), stdout=out,
+                                stderr=out)
 
     def gpu_of() -> dict[int, str]:  # live worker pid: its GPU, from what each worker said
         said = dict(re.findall(r"\(pid (\d+)\): CUDA_VISIBLE_DEVICES=(\S+)", log.read_text()))
