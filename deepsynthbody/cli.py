@@ -233,9 +233,6 @@ def _gpu_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-_gpu_list.__name__ = "GPU list"
-
-
 def _gpus(command: argparse.ArgumentParser) -> None:
     command.add_argument("--gpus", type=_gpu_list, metavar="0,1,...",
                          help="GPUs to run the workers on, one each in turn (CUDA_VISIBLE_DEVICES); "

@@ -357,13 +357,13 @@ class GenerationWorkerPool(WorkerPool):
     def __init__(self, *args: object, gpus: list[str] | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.gpus = gpus or []
-        self.gpu_of: dict[str, str] = {}  # a live worker's name: its GPU
+        self.gpu_of: dict[str, str] = {}  # a live worker's name: its GPU (a dead one's goes in handle_dead_worker)
 
     def start_worker(self, *args: object, **kwargs: object) -> None:
         if not self.gpus:
             super().start_worker(*args, **kwargs)  # type: ignore[arg-type]
             return
-        gpu = gpu_lists.least_used(self.gpus, (self.gpu_of[name] for name in self.worker_dict if name in self.gpu_of))
+        gpu = gpu_lists.least_used(self.gpus, self.gpu_of.values())
         before = set(self.worker_dict)
         with gpu_lists.visible(gpu):  # the forked worker starts with it; CUDA reads it at its first use
             super().start_worker(*args, **kwargs)  # type: ignore[arg-type]

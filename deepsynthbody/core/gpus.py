@@ -58,11 +58,11 @@ def not_installed(gpus: list[str], host: list[tuple[str, str]]) -> list[str]:
     return [gpu for gpu in gpus if gpu not in known and not gpu.startswith("MIG-")]
 
 
-def worker_count(workers: int | None, gpus: list[str] | None, default: int = 1) -> int:
+def worker_count(workers: int | None, gpus: list[str] | None) -> int:
     """How many workers to start: as asked, or one per GPU when only the GPUs are given. Fewer workers than GPUs
     would leave a GPU idle, so that is refused (raises ValueError saying so)."""
     if not gpus:
-        return default if workers is None else workers
+        return 1 if workers is None else workers
     if workers is None:
         return len(gpus)
     if workers < len(gpus):
