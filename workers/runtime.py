@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,27 @@ def _cuda_providers(settings: Settings) -> tuple[list[Any], Any]:
     return [("CUDAExecutionProvider", options), "CPUExecutionProvider"], stream
 
 
+def _gpu_session(path: Path, settings: Settings, model: str) -> tuple[ort.InferenceSession | None, Any]:
+    """A session on the GPU and its stream; (None, None), said in the log, where this process has no GPU it can use.
+
+    onnxruntime-gpu lists its CUDA provider whether or not a GPU is there: a GPU worker's container started without
+    its GPU, `CUDA_VISIBLE_DEVICES` naming one the host lacks, or a driver too old for the CUDA libraries all show
+    only when a session starts. Such a worker then runs as a CPU worker does, rather than failing every job."""
+    try:
+        providers, stream = _cuda_providers(settings)
+        session = ort.InferenceSession(str(path), ort.SessionOptions(), providers=providers)
+    except Exception as error:  # CuPy's CUDARuntimeError, onnxruntime's own: whatever stops the GPU from starting
+        reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+    else:
+        if session.get_providers()[0] == "CUDAExecutionProvider":
+            return session, stream
+        reason = "onnxruntime could not start its CUDA provider"
+    log.error("%s: no GPU this worker can use (CUDA_VISIBLE_DEVICES=%s; %s); it runs on the CPU, as a CPU worker "
+              "does. Give it a GPU, or set DSB_USE_CUDA=false to make it a CPU worker", model,
+              os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), reason)
+    return None, None
+
+
 def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> ModelRuntime:
     """The process-wide runtime of a model version at a precision; the artifact's sha256 is checked once, on load."""
     if precision not in entry.manifest.precisions:
@@ -93,22 +116,16 @@ def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> Mode
         actual = sha256_file(path) if path.exists() else "missing"
         if actual != expected:
             raise ModelInvalid(f"artifact {path} does not match its manifest (sha256 {actual}, expected {expected})")
-        options = ort.SessionOptions()
-        providers: list[Any] = ["CPUExecutionProvider"]
-        stream = None
-        lanes = 1
         cores = settings.ort_threads or usable_cores()
-        if cuda_available(settings):
-            providers, stream = _cuda_providers(settings)
-        else:  # `lanes` single-threaded runs side by side (workers.pipeline), not one run over all cores
-            lanes = cores
+        session, stream = _gpu_session(path, settings, entry.manifest.key) if cuda_available(settings) else (None, None)
+        on_gpu = session is not None
+        if session is None:  # `cores` single-threaded runs side by side (workers.pipeline), not one run over all cores
+            options = ort.SessionOptions()
             options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        provider = session.get_providers()[0]
-        on_gpu = provider == "CUDAExecutionProvider"
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         arithmetic = "tf32" if precision == "fp32" and on_gpu and settings.cuda_tf32 else precision
-        _sessions[key] = ModelRuntime(entry, session, provider, arithmetic, stream if on_gpu else None,
-                                      lanes=1 if on_gpu else lanes, measuring_processes=cores)
+        _sessions[key] = ModelRuntime(entry, session, session.get_providers()[0], arithmetic, stream,
+                                      lanes=1 if on_gpu else cores, measuring_processes=cores)
         log.info("loaded %s on %s", entry.manifest.key, _sessions[key].provider)
     return _sessions[key]
 
