@@ -79,6 +79,12 @@ def _before_manifest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _execution_provider(path: Path) -> str:
+    """Where an archive's samples were made, as its manifest says."""
+    with zipfile.ZipFile(path) as archive:
+        return str(json.loads(archive.read("manifest.json"))["execution_provider"])
+
+
 def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
         only: tuple[str, ...] = (), version: int | None = None) -> dict[str, Any]:
     import cupy as cp
@@ -251,6 +257,8 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
                         name = f"service {fmt}, {n} ECGs, {workers} GPU worker(s), POST to archive downloaded"
                         report.data["end_to_end"][name] = {"ECG/s": n / secs, "archive_MB": sink.stat().st_size / 1e6}
                         report.rate(name, n / secs)
+                        provider = _execution_provider(sink)  # a worker whose GPU cannot start runs on the CPU
+                        report.check(f"{name}: made on the GPU", provider == "CUDAExecutionProvider", provider)
             finally:
                 service.stop()
                 shutil.rmtree(data / "jobs", ignore_errors=True)
@@ -278,6 +286,8 @@ def run(seconds: float, batches: tuple[int, ...], e2e_n: int, out: Path | None,
             started = time.perf_counter()
             chunk = tasks.run_chunk(spec, 0, local)  # type: ignore[arg-type]
             generated = time.perf_counter()
+            if chunk["provider"] != "CUDAExecutionProvider":  # its GPU could not start (the log says why)
+                raise RuntimeError(f"the worker ran on {chunk['provider']}, not the GPU")
             tasks.assemble(spec, local, None, [chunk])  # type: ignore[arg-type]
             job_dir = local.jobs_dir / str(spec["job_id"])
             if label:  # the same archive either way, but for the manifest's times
