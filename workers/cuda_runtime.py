@@ -35,6 +35,9 @@ def supports(manifest: Any) -> bool:
 
 
 def new_stream() -> cp.cuda.Stream:
+    """A stream of our own; where no GPU can be used, CUDARuntimeError (asked first: a Stream that fails to start
+    prints a second error as it is collected)."""
+    cp.cuda.runtime.getDeviceCount()
     return cp.cuda.Stream(non_blocking=True)
 
 
