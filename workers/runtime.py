@@ -77,8 +77,9 @@ def _cuda_providers(settings: Settings) -> tuple[list[Any], Any]:
         ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels, where they are installed that way
     try:
         from workers import cuda_runtime
-    except ImportError:
-        log.warning("CuPy is not installed: the CUDA provider runs without the GPU path (pip install -e '.[gpu]')")
+    except ImportError as error:  # not installed, or installed without what it needs
+        log.warning("CuPy could not be imported (%s): the CUDA provider runs without the GPU path "
+                    "(pip install -e '.[gpu]')", error)
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], None
     stream = cuda_runtime.new_stream()
     options = cuda_runtime.provider_options(stream, tf32=settings.cuda_tf32)
