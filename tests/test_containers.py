@@ -32,6 +32,14 @@ def test_images_are_defined() -> None:
     worker = (ROOT / "docker" / "worker-gpu.Dockerfile").read_text()
     assert "deepsynthbody api" in api
     assert "nvidia/cuda" in worker and "onnxruntime-gpu" in worker and '"worker"' in worker
+    # healthy only with a GPU it can use: onnxruntime-gpu lists its CUDA provider without one
+    assert "HEALTHCHECK --interval=15s --timeout=5s --retries=3 CMD python -m workers.gpu_health" in worker
+
+
+def test_the_compose_worker_is_healthy_only_with_a_gpu_it_can_use() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    worker = compose[compose.index("\n  worker:"):compose.index("\nvolumes:")]
+    assert 'test: ["CMD", "python", "-m", "workers.gpu_health"]' in worker
 
 
 def test_compose_requires_api_keys_and_says_how_to_get_the_first() -> None:
