@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
@@ -150,9 +151,30 @@ def request_model(manifest: Manifest, max_samples: int) -> type[BaseModel]:
     return cached[1]
 
 
+def fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The fields the object holding `loc`'s last part takes (a field it does not take: an `extra_forbidden` error's
+    loc, without "body"); None where `loc` leads to no model."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+        while get_origin(current) in (Annotated, Union, UnionType):  # Annotated[X, ...] and X | None: X
+            members = [a for a in get_args(current) if a is not type(None)]
+            if get_origin(current) is not Annotated and len(members) != 1:
+                return None
+            current = members[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
 def parse(manifest: Manifest, max_samples: int, body: bytes) -> BaseModel:
     """Validate a raw JSON body; raises pydantic.ValidationError with what to fix."""
     return request_model(manifest, max_samples).model_validate_json(body)
 
 
-__all__ = ["ValidationError", "example", "parse", "request_model"]
+__all__ = ["ValidationError", "example", "fields_at", "parse", "request_model"]

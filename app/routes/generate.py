@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis import Redis
 
 from app import request_models
@@ -82,8 +82,15 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
     try:
         return request_models.parse(entry.manifest, settings.max_samples, body)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        model = request_models.request_model(entry.manifest, settings.max_samples)
+        errors = [{**e, "loc": ("body", *e["loc"])} | _unknown_field(model, e) for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def _unknown_field(model: type[BaseModel], error: Any) -> dict[str, Any]:
+    """An unknown field's message names the fields taken there (a model's parameters are top-level fields)."""
+    fields = request_models.fields_at(model, tuple(error["loc"])) if error["type"] == "extra_forbidden" else None
+    return {"msg": f"unknown field; the fields here are {', '.join(fields)}"} if fields else {}
 
 
 def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:

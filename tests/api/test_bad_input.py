@@ -24,7 +24,12 @@ from tests.conftest import ECG, free_port, run_api, submit, wait_finished, wait_
         ({"num_samples": 1, "format": "mp3"}, "format", "'wfdb', 'csv', 'asc', 'npy', 'json', 'edf', 'dicom', 'pdf' or 'png'"),
         ({"num_samples": 1, "leads": 10}, "leads", "8 or 12"),
         ({"num_samples": 1, "leads": "12"}, "leads", "8 or 12"),
-        ({"num_samples": 1, "colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"num_samples": 1, "colour": "red"}, "colour", "unknown field; the fields here are num_samples, seed, format, "
+                                                       "model, version, precision, annotate, where, leads"),
+        # a model's parameters are top-level fields, not under `params`
+        ({"num_samples": 1, "params": {"leads": 12}}, "params", "unknown field; the fields here are num_samples, seed"),
+        ({"num_samples": 1, "where": {"heart_rate": {"minimum": 50}}}, "minimum",
+         "unknown field; the fields here are min, max"),
         ({"num_samples": 1, "version": "latest"}, "version", "valid integer"),
     ],
 )
