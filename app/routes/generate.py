@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from typing import Any
 
@@ -90,7 +91,11 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
 def _unknown_field(model: type[BaseModel], error: Any) -> dict[str, Any]:
     """An unknown field's message names the fields taken there (a model's parameters are top-level fields)."""
     fields = request_models.fields_at(model, tuple(error["loc"])) if error["type"] == "extra_forbidden" else None
-    return {"msg": f"unknown field; the fields here are {', '.join(fields)}"} if fields else {}
+    if not fields:
+        return {}
+    near = difflib.get_close_matches(str(error["loc"][-1]).lower(), fields, n=1)
+    return {"msg": f"unknown field{f' (did you mean {near[0]}?)' if near else ''}; the fields here are "
+                   f"{', '.join(fields)}"}
 
 
 def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:

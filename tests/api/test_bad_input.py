@@ -29,7 +29,9 @@ from tests.conftest import ECG, free_port, run_api, submit, wait_finished, wait_
         # a model's parameters are top-level fields, not under `params`
         ({"num_samples": 1, "params": {"leads": 12}}, "params", "unknown field; the fields here are num_samples, seed"),
         ({"num_samples": 1, "where": {"heart_rate": {"minimum": 50}}}, "minimum",
-         "unknown field; the fields here are min, max"),
+         "unknown field (did you mean min?); the fields here are min, max"),
+        ({"num_samples": 1, "Leads": 12}, "Leads", "unknown field (did you mean leads?); the fields here are"),
+        ({"num_samples": 1, "sed": 12}, "sed", "unknown field (did you mean seed?); the fields here are"),
         ({"num_samples": 1, "version": "latest"}, "version", "valid integer"),
     ],
 )
