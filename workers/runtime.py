@@ -131,5 +131,20 @@ def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> Mode
     return _sessions[key]
 
 
+# How CUDA errors read: CuPy's exception types, onnxruntime's messages ("CUDA failure 700: an illegal memory access
+# was encountered", "CUDNN failure ...", "CUBLAS failure ...", "CUDA error cudaErrorLaunchFailure ...")
+_CUDA_ERROR_TYPES = frozenset({"CUDARuntimeError", "CUDADriverError"})
+_CUDA_ERROR_MARKERS = ("CUDA failure", "CUDA error", "CUDNN failure", "CUBLAS failure")
+
+
+def gpu_failure(error: BaseException | None) -> bool:
+    """Whether `error` is the GPU's own: a CUDA context that has seen an illegal address, an ECC error or a GPU
+    fallen off the bus fails every call after it, so the process that holds it must end (`workers.worker`)."""
+    if error is None:
+        return False
+    text = str(error)
+    return type(error).__name__ in _CUDA_ERROR_TYPES or any(marker in text for marker in _CUDA_ERROR_MARKERS)
+
+
 def batch_size(model: ModelRuntime, settings: Settings) -> int:
     return settings.batch_size or DEFAULT_BATCH.get(model.provider, 32)

@@ -8,6 +8,10 @@ How a running job ends early, and what becomes of it:
 - the worker's shutdown (SIGTERM, SIGINT: `serve` stopping, `docker stop`): the job stops at its next batch
   and goes back to the front of its queue, without using up one of its retries; the next worker runs it again
   from its start (its files are rewritten, the same bytes);
+- the GPU's failure (a CUDA error: the process's CUDA context fails every call after one): the job fails and
+  RQ runs it again (its retries), and the worker ends with status `EXIT_GPU_FAILED` once it has handed the job
+  back, so that a new process takes its place: on the GPU if the GPU works again, else on the CPU, saying why
+  (`workers.runtime`);
 - the worker's death (SIGKILL, a crash): whoever sees it die (`serve`, which supervises its worker processes, or
   the worker pool of `deepsynthbody worker --workers N`) deregisters it and runs its job again at once; otherwise
   the next worker to start, or `serve` when it starts again, finds the job started by a worker that is no longer
@@ -43,7 +47,7 @@ from deepsynthbody.core import disk, job_events, logs
 from deepsynthbody.core import gpus as gpu_lists
 from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody.core.settings import get_settings
-from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, tasks
+from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, runtime, tasks
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -55,6 +59,9 @@ TASKS = frozenset({GENERATE_TASK, CHUNK_TASK, ARCHIVE_TASK})
 WORKER_TTL = 30  # RQ's registration of a worker lives WORKER_TTL + 60 s after its last heartbeat
 MAINTENANCE_SECONDS = 15
 STUCK_SECONDS = 20  # a job taken off the queue and not started after this is run again (RQ: a minute)
+
+
+EXIT_GPU_FAILED = 75  # EX_TEMPFAIL: the GPU failed; a new worker process may run
 
 
 class RefusedJob(Exception):
@@ -111,6 +118,7 @@ class GenerationWorker(SimpleWorker):
     """SimpleWorker, so per-process model sessions outlive each job; stops and heartbeats between batches."""
 
     _interrupted_job_id: str | None = None
+    _gpu_failed = False
     max_connection_wait_time = 2.0  # Redis gone (restarted by `serve`): try again every 2 s, not up to every 60 s
     REFUSED_WRITES_WAIT_SECONDS = 2
 
@@ -123,7 +131,10 @@ class GenerationWorker(SimpleWorker):
 
     def work(self, *args: object, **kwargs: object) -> bool:
         kwargs["with_scheduler"] = False  # see the module's docstring
-        return super().work(*args, **kwargs)  # type: ignore[arg-type]
+        worked = super().work(*args, **kwargs)  # type: ignore[arg-type]
+        if self._gpu_failed:
+            raise SystemExit(EXIT_GPU_FAILED)  # the pool or `serve` starts a new worker; alone, its supervisor does
+        return worked
 
     def register_birth(self) -> None:
         super().register_birth()
@@ -276,6 +287,12 @@ class GenerationWorker(SimpleWorker):
             return
         if isinstance(error, (tasks.DiskFull, ecg_filter.BudgetExceeded)):
             job.retries_left = None  # running it again at once would fill the disk again, or draw the same candidates
+        if runtime.gpu_failure(error):
+            self._gpu_failed = self._stop_requested = True  # RQ's loop ends after this job's failure is handled
+            self.log.error("Worker %s (pid %d): the GPU failed (%s: %s): job %s %s, and this worker ends with status "
+                           "%d for a new one to take its place", self.name, os.getpid(), type(error).__name__,
+                           (str(error).strip().splitlines() or [""])[0], job.id,
+                           "runs again" if job.retries_left else "fails (it has no retries left)", EXIT_GPU_FAILED)
         if isinstance(error, lifecycle.JobInterrupted):
             self._interrupted_job_id = job.id
             self.log.info("Worker %s: job %s interrupted by shutdown; queued to run again", self.name, job.id)

@@ -39,10 +39,10 @@ def own_queue(settings: Settings, ecg_model_dir: Path, broken_model: str) -> Ite
         api.wait(timeout=30)
 
 
-def _pool(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def _pool(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "deepsynthbody", "worker", "--workers", "2"], cwd=ROOT,
-                                   env=environment(settings, DSB_BATCH_SIZE="16"), stdout=out, stderr=out)
+                                   env=environment(settings, DSB_BATCH_SIZE="16", **env), stdout=out, stderr=out)
     queue = Queue(settings.queue, connection=Redis.from_url(str(settings.redis_url)))
     wait_for(lambda: len(Worker.all(queue=queue)) == 2, 60, "the pool's 2 workers to register")
     return process
@@ -95,6 +95,59 @@ def test_a_pool_worker_killed_mid_job_is_replaced_and_the_job_finishes_the_same(
         queue = Queue(settings.queue, connection=Redis.from_url(str(settings.redis_url)))
         assert len(Worker.all(queue=queue)) == 2  # the dead one deregistered, a new one in its place
         assert f"(pid {victim.pid}) was killed by signal 9" in log.read_text()
+    finally:
+        _stop(pool)
+
+
+# A GPU fault as onnxruntime's CUDA provider reports one, once: the first inference call in any process of the pool
+# that finds the flag file (and removes it) raises it. No GPU here: the error is what a worker sees of one.
+GPU_FAULT = """
+import os
+import onnxruntime
+
+_flag, _run = os.environ["DSB_TEST_GPU_FAULT"], onnxruntime.InferenceSession.run
+
+
+def run(self, *args, **kwargs):
+    try:
+        os.remove(_flag)
+    except FileNotFoundError:
+        return _run(self, *args, **kwargs)
+    raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access was encountered ; "
+                       "GPU=0 ; expr=cudaStreamSynchronize(stream)")
+
+
+onnxruntime.InferenceSession.run = run
+"""
+
+
+def test_a_worker_whose_gpu_fails_ends_and_its_job_runs_again_the_same(
+        own_queue: tuple[Settings, httpx.Client], tmp_path: Path) -> None:
+    """A CUDA context that has seen such an error fails every later call: the worker hands its job back to RQ's
+    retries and ends, and the pool starts a new one in its place."""
+    settings, client = own_queue
+    stand_in, flag, log = tmp_path / "site", tmp_path / "gpu-fault", tmp_path / "pool.log"
+    stand_in.mkdir()
+    (stand_in / "sitecustomize.py").write_text(GPU_FAULT)
+    request = {"num_samples": 100, "seed": 11, "format": "csv"}
+    pool = _pool(settings, log, PYTHONPATH=str(stand_in), DSB_TEST_GPU_FAULT=str(flag))
+    try:
+        flag.touch()
+        job = wait_finished(client, submit(client, request)["job_id"], timeout=120)
+        assert job["status"] == "finished", job
+        assert not flag.exists()  # the fault happened
+        text = log.read_text()
+        [failed] = re.findall(r"Worker \S+ \(pid (\d+)\): the GPU failed \(RuntimeError: \[ONNXRuntimeError\] : 1 : "
+                              r"FAIL : CUDA failure 700: an illegal memory access was encountered ; GPU=0 ; "
+                              r"expr=cudaStreamSynchronize\(stream\)\): job \S+ runs again, and this worker ends with "
+                              r"status 75 for a new one to take its place", text)
+        wait_for(lambda: f"(pid {failed}) exited with status 75; a new one starts" in log.read_text(), 30,
+                 "the pool to see the worker end")
+        queue = Queue(settings.queue, connection=Redis.from_url(str(settings.redis_url)))
+        wait_for(lambda: len(Worker.all(queue=queue)) == 2, 60, "a new worker in its place")
+        assert int(failed) not in [child.pid for child in psutil.Process(pool.pid).children()]
+        again = wait_finished(client, submit(client, request)["job_id"])  # no fault: the same bytes
+        assert _files(client, job["job_id"]) == _files(client, again["job_id"])
     finally:
         _stop(pool)
 

@@ -79,3 +79,21 @@ def test_without_the_cuda_provider_no_gpu_is_tried(settings: Settings, ecg_model
         monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: AS_ONNXRUNTIME_GPU_LISTS)
         _cpu_samples(settings.model_copy(update={"use_cuda": False}), monkeypatch)  # DSB_USE_CUDA=false
     assert not caplog.records
+
+
+class CUDARuntimeError(RuntimeError):  # CuPy's, by name (cupy_backends.cuda.api.runtime)
+    pass
+
+
+@pytest.mark.parametrize(("error", "the_gpus"), [
+    (CUDARuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered"), True),
+    (RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access was encountered"), True),
+    (RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA error cudaErrorLaunchFailure:unspecified launch"), True),
+    (RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR"), True),
+    (RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUBLAS failure 13: CUBLAS_STATUS_EXECUTION_FAILED"), True),
+    (RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input"), False),
+    (OSError(28, "No space left on device"), False),
+    (None, False),
+])
+def test_a_gpu_failure_is_told_from_the_jobs_own_errors(error: BaseException | None, the_gpus: bool) -> None:
+    assert runtime.gpu_failure(error) is the_gpus
