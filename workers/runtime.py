@@ -96,7 +96,7 @@ def _gpu_session(path: Path, settings: Settings, model: str) -> tuple[ort.Infere
         providers, stream = _cuda_providers(settings)
         session = ort.InferenceSession(str(path), ort.SessionOptions(), providers=providers)
     except Exception as error:  # CuPy's CUDARuntimeError, onnxruntime's own: whatever stops the GPU from starting
-        reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+        reason = described(error)
     else:
         if session.get_providers()[0] == "CUDAExecutionProvider":
             return session, stream
@@ -140,10 +140,13 @@ _CUDA_ERROR_MARKERS = ("CUDA failure", "CUDA error", "CUDNN failure", "CUBLAS fa
 def gpu_failure(error: BaseException | None) -> bool:
     """Whether `error` is the GPU's own: a CUDA context that has seen an illegal address, an ECC error or a GPU
     fallen off the bus fails every call after it, so the process that holds it must end (`workers.worker`)."""
-    if error is None:
-        return False
     text = str(error)
     return type(error).__name__ in _CUDA_ERROR_TYPES or any(marker in text for marker in _CUDA_ERROR_MARKERS)
+
+
+def described(error: BaseException) -> str:
+    """An error as a log line quotes it: its type and the first line of its message."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
 def batch_size(model: ModelRuntime, settings: Settings) -> int:

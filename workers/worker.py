@@ -289,9 +289,8 @@ class GenerationWorker(SimpleWorker):
             job.retries_left = None  # running it again at once would fill the disk again, or draw the same candidates
         if runtime.gpu_failure(error):
             self._gpu_failed = self._stop_requested = True  # RQ's loop ends after this job's failure is handled
-            self.log.error("Worker %s (pid %d): the GPU failed (%s: %s): job %s %s, and this worker ends with status "
-                           "%d for a new one to take its place", self.name, os.getpid(), type(error).__name__,
-                           (str(error).strip().splitlines() or [""])[0], job.id,
+            self.log.error("Worker %s (pid %d): the GPU failed (%s): job %s %s, and this worker ends with status %d "
+                           "for a new one to take its place", self.name, os.getpid(), runtime.described(error), job.id,
                            "runs again" if job.retries_left else "fails (it has no retries left)", EXIT_GPU_FAILED)
         if isinstance(error, lifecycle.JobInterrupted):
             self._interrupted_job_id = job.id
