@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Run `deepsynthbody bench-gpu` on a lent GPU machine (the device tool), from the repository root there.
-# Before it, earlier calls on the same warm machine copied the onnxruntime-gpu chunks that
-# ort-gpu-chunks.sh (a tool of the developers', not of this repository) prepares into /tmp/ortc; this call carries .whl (the service's
-# pure-Python dependencies the machine lacks, as cp312 wheels) and one built ECG version, e.g.
-# data/models/cardiovascular/ecg/pulse2pulse-ecg/2 (48 MB; both versions exceed the 64 MiB a call carries).
+# The machine reaches no package index and one call carries 64 MiB, the working tree included. So, on one warm
+# machine: the calls that `scripts/gpu-carry.py prepare` prints first copy its parts (onnxruntime-gpu and the
+# service's dependencies the machine's image lacks, packed for its python3) into /tmp/carry; then this call
+# carries one built ECG version, e.g. data/models/cardiovascular/ecg/pulse2pulse-ecg/2 (47 MiB), and unpacks
+# /tmp/carry before it checks what python3 imports, that a GPU is there, and runs the bench. Arguments go to
+# bench-gpu (e.g. --version 2).
 set -euo pipefail
-mkdir -p /tmp/ortsite /tmp/site
-[ -d /tmp/ortsite/onnxruntime ] || cat /tmp/ortc/part* | xz -d | tar -x -C /tmp/ortsite
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+mkdir -p /tmp/site
+[ -d /tmp/site/onnxruntime ] || cat /tmp/carry/part.* | xz -d | tar -x -C /tmp/site
 site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
 export LD_LIBRARY_PATH=$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu*/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
-export PYTHONPATH=/tmp/ortsite:/tmp/site:$PWD PYTHONUNBUFFERED=1 DSB_DATA_DIR=$PWD/data
+export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 DSB_DATA_DIR=$PWD/data
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+python3 scripts/gpu-carry.py check
+python3 -m workers.gpu_health
 python3 -m deepsynthbody bench-gpu --json "${OUT:-/tmp}/bench-gpu.json" "$@"
