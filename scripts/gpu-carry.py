@@ -21,6 +21,7 @@ be met by what python3 imports, or it names what is missing or too old and exits
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".gpucarry"
+SUMS = "parts.sha256"
 CALL_LIMIT = 64 * 2**20  # what one call carries, the working tree included
 # CPython 3.12 wheels for x86-64 Linux: the GPU machine's glibc is 2.39, so any manylinux tag up to it installs there.
 PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"] + [
@@ -177,9 +179,12 @@ def prepare(onnxruntime_gpu: str, part_mib: int, version: int, python: str) -> i
         data = packed.read_bytes()
     step = part_mib * 2**20
     parts = [data[start:start + step] for start in range(0, len(data), step)]
+    sums = []
     for number, part in enumerate(parts, 1):
         (CARRY / f"c{number}").mkdir(parents=True)
         (CARRY / f"c{number}" / f"part.{number:02d}").write_bytes(part)
+        sums.append(f"{hashlib.sha256(part).hexdigest()}  part.{number:02d}\n")
+    (CARRY / SUMS).write_text("".join(sums))  # the last call carries it: are all the parts in /tmp/carry, whole?
     tree = tracked_bytes()
     model = ROOT / "data" / "models" / "cardiovascular" / "ecg" / "pulse2pulse-ecg" / str(version)
     problems = []
@@ -196,7 +201,8 @@ def prepare(onnxruntime_gpu: str, part_mib: int, version: int, python: str) -> i
     for number in range(1, len(parts) + 1):
         print(f"  carry [\".gpucarry/c{number}\"]: mkdir -p /tmp/carry && cp .gpucarry/c{number}/* /tmp/carry/")
     if model.is_dir():
-        print(f"  carry [\"{model.relative_to(ROOT)}\"]: scripts/gpu-bench-device.sh --version {version}")
+        print(f"  carry [\"{model.relative_to(ROOT)}\", \".gpucarry/{SUMS}\"]: "
+              f"scripts/gpu-bench-device.sh --version {version}")
     for problem in problems:
         print(f"gpu-carry prepare: {problem}", file=sys.stderr)
     return 1 if problems else 0
