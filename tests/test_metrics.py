@@ -21,7 +21,9 @@ import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
+from deepsynthbody.core import job_events
 from deepsynthbody.core.embedded_redis import free_port
 from deepsynthbody.core.settings import Settings
 from tests.conftest import ROOT, answers, environment, submit, wait_finished, wait_for
@@ -78,8 +80,9 @@ def test_finished_jobs_count_their_samples_and_times(client: httpx.Client, api_u
     after = scrape(api_url)
 
     model = {"model": chunked["model"]["id"], "version": str(chunked["model"]["version"])}
-    assert delta(before, after, "dsb_samples_generated_total", **model, format="npy") == 150
-    assert delta(before, after, "dsb_samples_generated_total", **model, format="wfdb") == 10
+    cpu = {"execution_provider": "CPUExecutionProvider"}  # what made them: this machine has no GPU
+    assert delta(before, after, "dsb_samples_generated_total", **model, format="npy", **cpu) == 150
+    assert delta(before, after, "dsb_samples_generated_total", **model, format="wfdb", **cpu) == 10
     for task, fmt, count in (("chunk", "npy", 2), ("archive", "npy", 1), ("generate", "wfdb", 1)):
         assert delta(before, after, "dsb_job_run_seconds_count", task=task, **model, format=fmt) == count, task
         assert delta(before, after, "dsb_job_run_seconds_bucket", task=task, **model, format=fmt, le="+Inf") == count
@@ -92,6 +95,20 @@ def test_finished_jobs_count_their_samples_and_times(client: httpx.Client, api_u
     queue = next(dict(pairs)["queue"] for (name, pairs) in after if name == "dsb_queue_depth")
     assert value(after, "dsb_workers", queue=queue, state="idle") + value(after, "dsb_workers", queue=queue,
                                                                           state="busy") >= 1  # the session's worker
+
+
+def test_samples_counted_before_the_provider_label_count_under_unknown(settings: Settings, api_url: str) -> None:
+    """A Redis kept from a version that counted samples by model, version and format only: still scraped, its
+    counts under execution_provider="unknown", beside the same model's counts with a provider."""
+    key = job_events.metrics_key(settings.queue)
+    model = f"earlier-{secrets.token_hex(4)}"
+    with Redis.from_url(settings.redis_url) as redis:
+        redis.hincrby(key, json.dumps(["samples", model, "1", "npy"], separators=(",", ":")), 7)
+        redis.hincrby(key, json.dumps(["samples", model, "1", "npy", "CPUExecutionProvider"], separators=(",", ":")), 5)
+    after = scrape(api_url)
+    labels = {"model": model, "version": "1", "format": "npy"}
+    assert value(after, "dsb_samples_generated_total", **labels, execution_provider="unknown") == 7
+    assert value(after, "dsb_samples_generated_total", **labels, execution_provider="CPUExecutionProvider") == 5
 
 
 def test_with_keys_required_metrics_need_a_key(settings: Settings, ecg_model_dir: Path) -> None:

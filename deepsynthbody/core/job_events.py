@@ -6,9 +6,9 @@ name of the key that created the job (`meta["owner"]["name"]`, never the key; "a
 carries `job_id`, `owner` and `state` as fields, which the JSON log format (`DSB_LOG_FORMAT=json`) writes out.
 
 A worker that finishes an RQ job also adds to one small Redis hash per queue (`metrics_key`): samples made by
-model, version and format, and histograms of how long jobs ran and how long requests took from acceptance to
-archive. Every API process reads the same hash when scraped, so `/metrics` says the same wherever it is asked.
-Imports no FastAPI and no onnxruntime: both sides use it.
+model, version, format and execution provider, and histograms of how long jobs ran and how long requests took from
+acceptance to archive. Every API process reads the same hash when scraped, so `/metrics` says the same wherever it
+is asked. Imports no FastAPI and no onnxruntime: both sides use it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK
 log = logging.getLogger("deepsynthbody.core.jobs")
 
 ANONYMOUS = "anonymous"
+UNKNOWN = "unknown"  # the execution provider of samples counted without one
 _TASKS = {GENERATE_TASK: "generate", CHUNK_TASK: "chunk", ARCHIVE_TASK: "archive"}
 # seconds: an RQ job's run, and a request's time from its 202 to its archive
 RUN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, math.inf)
@@ -122,6 +123,7 @@ def finished(job: Job, queue: str) -> None:
     elif task == "chunk":
         samples = spec["chunks"][job.args[1]][1]
     model, version, fmt = spec["model_id"], str(spec["model_version"]), spec["format"]
+    provider = str(job.meta.get("provider") or UNKNOWN)  # what made them: a GPU worker on the CPU shows here
     latency = None
     if task in ("generate", "archive") and job.meta.get("created_at") and job.meta.get("finished_at"):
         latency = (datetime.fromisoformat(job.meta["finished_at"])
@@ -130,7 +132,7 @@ def finished(job: Job, queue: str) -> None:
         with job.connection.pipeline(transaction=True) as pipe:
             key = metrics_key(queue)
             if samples:
-                pipe.hincrby(key, _field("samples", model, version, fmt), samples)
+                pipe.hincrby(key, _field("samples", model, version, fmt, provider), samples)
             if seconds is not None:
                 _observe(pipe, key, "run", (task, model, version, fmt), seconds)
             if latency is not None:
@@ -165,7 +167,8 @@ class Histogram:
 
 @dataclass
 class Recorded:
-    """What the workers counted: samples by (model, version, format); histograms by their labels."""
+    """What the workers counted: samples by (model, version, format, execution provider); histograms by their
+    labels."""
 
     samples: dict[tuple[str, ...], int] = field(default_factory=dict)
     run: dict[tuple[str, ...], Histogram] = field(default_factory=dict)
@@ -179,8 +182,9 @@ def parse(fields: Mapping[bytes | str, bytes | str]) -> Recorded:
         try:
             name, *labels = json.loads(raw_key)
             value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
-            if name == "samples":
-                recorded.samples[tuple(labels)] = int(value)
+            if name == "samples":  # counted before the provider was: its label says unknown
+                key = tuple(labels) + (UNKNOWN,) * (4 - len(labels))
+                recorded.samples[key] = recorded.samples.get(key, 0) + int(value)
             elif name in ("run", "latency"):
                 _histogram(recorded, name, tuple(labels[:-1])).counts[int(labels[-1])] += int(value)
             elif name in ("run_sum", "latency_sum"):
