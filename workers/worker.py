@@ -47,7 +47,7 @@ from deepsynthbody.core import disk, job_events, logs
 from deepsynthbody.core import gpus as gpu_lists
 from deepsynthbody.core.jobs import ARCHIVE_TASK, CHUNK_TASK, GENERATE_TASK, JobPaths, chunk_job_ids
 from deepsynthbody.core.settings import get_settings
-from workers import ecg_filter, heartbeat, lifecycle, recovery, retention, runtime, tasks
+from workers import ecg_filter, gpu_health, heartbeat, lifecycle, recovery, retention, runtime, tasks
 
 _ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -140,6 +140,11 @@ class GenerationWorker(SimpleWorker):
         super().register_birth()
         if (gpu := os.environ.get(gpu_lists.VARIABLE)) is not None:
             self.log.info("Worker %s (pid %d): %s=%s", self.name, os.getpid(), gpu_lists.VARIABLE, gpu)
+        if runtime.cuda_available(get_settings()) and (why_not := gpu_health.problem()):
+            # said as it starts, not only once a job has loaded a model (`workers.runtime` says it again there)
+            self.log.error("Worker %s (pid %d): a GPU worker with no GPU it can use (%s=%s; %s): its jobs will run on "
+                           "the CPU. Give it a GPU, or set DSB_USE_CUDA=false to make it a CPU worker", self.name,
+                           os.getpid(), gpu_lists.VARIABLE, os.environ.get(gpu_lists.VARIABLE, "unset"), why_not)
         self._stop_heartbeats = heartbeat.keep_alive(self)  # every 2 s, idle or busy: /readyz sees a death at once
 
     def register_death(self) -> None:

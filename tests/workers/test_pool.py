@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue, Worker
 
@@ -148,6 +149,39 @@ def test_a_worker_whose_gpu_fails_ends_and_its_job_runs_again_the_same(
         assert int(failed) not in [child.pid for child in psutil.Process(pool.pid).children()]
         again = wait_finished(client, submit(client, request)["job_id"])  # no fault: the same bytes
         assert _files(client, job["job_id"]) == _files(client, again["job_id"])
+    finally:
+        _stop(pool)
+
+
+# onnxruntime-gpu's provider list, which names CUDA whether or not a GPU is there; no CuPy here, as in a container
+# whose image lacks it.
+LISTS_CUDA = """
+import onnxruntime
+
+_providers = onnxruntime.get_available_providers
+onnxruntime.get_available_providers = lambda: ["CUDAExecutionProvider", *_providers()]
+"""
+
+
+def test_a_gpu_worker_with_no_gpu_it_can_use_says_so_as_it_starts_and_counts_its_samples_as_cpu(
+        own_queue: tuple[Settings, httpx.Client], tmp_path: Path) -> None:
+    settings, client = own_queue
+    stand_in, log = tmp_path / "site", tmp_path / "pool.log"
+    stand_in.mkdir()
+    (stand_in / "sitecustomize.py").write_text(LISTS_CUDA)
+    pool = _pool(settings, log, PYTHONPATH=str(stand_in))
+    try:
+        started = re.findall(r"Worker \S+ \(pid \d+\): a GPU worker with no GPU it can use \(CUDA_VISIBLE_DEVICES="
+                             r"unset; CuPy cannot be imported \(No module named 'cupy'\): pip install -e '.\[gpu\]'\): "
+                             r"its jobs will run on the CPU. Give it a GPU, or set DSB_USE_CUDA=false", log.read_text())
+        assert len(started) == 2, log.read_text()  # both, before any job
+        job = wait_finished(client, submit(client, {"num_samples": 20, "seed": 3, "format": "npy"})["job_id"])
+        assert job["status"] == "finished" and job["execution_provider"] == "CPUExecutionProvider", job
+        counted = {tuple(sorted(sample.labels.items())): sample.value
+                   for family in text_string_to_metric_families(client.get("/metrics").text)
+                   for sample in family.samples if sample.name == "dsb_samples_generated_total"}
+        labels = {"model": job["model"]["id"], "version": str(job["model"]["version"]), "format": "npy"}
+        assert counted == {tuple(sorted((labels | {"execution_provider": "CPUExecutionProvider"}).items())): 20}
     finally:
         _stop(pool)
 
