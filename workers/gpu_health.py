@@ -3,8 +3,8 @@ as a worker does (onnxruntime's CUDA provider, CuPy, and a GPU the CUDA runtime 
 
 onnxruntime-gpu lists its CUDA provider whether or not a GPU is there, so asking it alone passes a container
 started without its GPU; a worker there runs on the CPU (`workers.runtime`), and says why as it starts, with this
-module's reason (`workers.worker`). Asking the CUDA runtime for its
-devices creates no context on them, so the check takes no GPU memory from the worker.
+module's reason (`workers.worker`). Asking the CUDA runtime for its devices creates no context on them, so the
+check takes no GPU memory from the worker.
 """
 
 from __future__ import annotations
