@@ -74,8 +74,11 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def image() -> set[str]:
-    return {canonical(name) for name in DEVICE_IMAGE} - CARRIED_ANYWAY
+IMAGE = frozenset(canonical(name) for name in DEVICE_IMAGE) - CARRIED_ANYWAY  # what is not carried
+
+
+def major_minor(python: str) -> str:
+    return ".".join(python.split(".")[:2])
 
 
 def project_requirements() -> list[Requirement]:
@@ -89,7 +92,7 @@ def applies(requirement: Requirement, environment: dict[str, str], extras: froze
     return any(requirement.marker.evaluate(environment | {"extra": extra}) for extra in extras or {""})
 
 
-def walk(environment: dict[str, str], stop: set[str]) -> tuple[dict[str, str | None], list[str]]:
+def walk(environment: dict[str, str], stop: frozenset[str]) -> tuple[dict[str, str | None], list[str]]:
     """Each distribution the project needs (its installed version, None where missing), and each unmet requirement.
 
     A requirement is followed into the requirements of the distribution installed for it, except into those in
@@ -124,7 +127,7 @@ def check() -> int:
     """On the GPU machine: does python3 import what the project needs, at versions it accepts?"""
     import onnxruntime
 
-    _, unmet = walk(default_environment(), image())
+    _, unmet = walk(default_environment(), IMAGE)
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         unmet.append(f"onnxruntime-gpu: onnxruntime {onnxruntime.__version__} from {onnxruntime.__file__} "
                      f"lists no CUDA provider")
@@ -146,28 +149,42 @@ def folder_bytes(folder: Path) -> int:
 
 def carried(python: str, onnxruntime_gpu: str) -> list[str]:
     """`name==version` of each distribution the GPU machine lacks, as installed here, and onnxruntime-gpu."""
-    environment = default_environment() | {"python_version": ".".join(python.split(".")[:2]),
-                                           "python_full_version": python}
-    found, unmet = walk(environment, image())
+    environment = default_environment() | {"python_version": major_minor(python), "python_full_version": python}
+    found, unmet = walk(environment, IMAGE)
     if unmet:
         raise SystemExit("install the project here first (the README's test command); unmet here:\n  "
                          + "\n  ".join(unmet))
-    return sorted(f"{name}=={found[name]}" for name in found if name not in image()) + [
+    return sorted(f"{name}=={found[name]}" for name in found if name not in IMAGE) + [
         f"onnxruntime-gpu=={onnxruntime_gpu}"]
 
 
 def prepare(onnxruntime_gpu: str, part_mib: int, version: int, python: str) -> int:
-    major_minor = ".".join(python.split(".")[:2])
+    tree, step = tracked_bytes(), part_mib * 2**20
+    model = ROOT / "data" / "models" / "cardiovascular" / "ecg" / "pulse2pulse-ecg" / str(version)
+    problems = []  # known before anything is packed
+    if tree + step > CALL_LIMIT:
+        problems.append(f"a part ({part_mib} MiB) and the working tree ({tree / 2**20:.1f} MiB) exceed the "
+                        f"{CALL_LIMIT // 2**20} MiB a call carries: run again with a smaller --part-mib")
+    if not model.is_dir():
+        problems.append(f"{model.relative_to(ROOT)} is not built: run `.venv/bin/deepsynthbody models build`")
+    elif tree + (size := folder_bytes(model)) > CALL_LIMIT:
+        problems.append(f"the model ({size / 2**20:.1f} MiB) and the working tree ({tree / 2**20:.1f} MiB) exceed the "
+                        f"{CALL_LIMIT // 2**20} MiB a call carries")
+    for problem in problems:
+        print(f"gpu-carry prepare: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     wanted = carried(python, onnxruntime_gpu)
     print(f"{len(wanted)} distributions the GPU machine lacks:", " ".join(wanted), flush=True)
     shutil.rmtree(CARRY, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         site = Path(scratch) / "site"
-        abi = "cp" + major_minor.replace(".", "")
+        version_tag = major_minor(python)
         platforms = [option for platform in PLATFORMS for option in ("--platform", platform)]
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-                        "--only-binary=:all:", "--python-version", major_minor, "--implementation", "cp", "--abi", abi,
-                        "--abi", "abi3", "--abi", "none", *platforms, "--target", str(site), *wanted], check=True)
+                        "--only-binary=:all:", "--python-version", version_tag, "--implementation", "cp",
+                        "--abi", "cp" + version_tag.replace(".", ""), "--abi", "abi3", "--abi", "none", *platforms,
+                        "--target", str(site), *wanted], check=True)
         packed = Path(scratch) / "site.tar.xz"
         with packed.open("wb") as out:
             tar = subprocess.Popen(["tar", "-C", str(site), "-cf", "-", "."], stdout=subprocess.PIPE)
@@ -177,7 +194,6 @@ def prepare(onnxruntime_gpu: str, part_mib: int, version: int, python: str) -> i
         print(f"site-packages for the GPU machine: {folder_bytes(site) / 2**20:.0f} MiB, "
               f"{packed.stat().st_size / 2**20:.0f} MiB packed", flush=True)
         data = packed.read_bytes()
-    step = part_mib * 2**20
     parts = [data[start:start + step] for start in range(0, len(data), step)]
     sums = []
     for number, part in enumerate(parts, 1):
@@ -185,27 +201,13 @@ def prepare(onnxruntime_gpu: str, part_mib: int, version: int, python: str) -> i
         (CARRY / f"c{number}" / f"part.{number:02d}").write_bytes(part)
         sums.append(f"{hashlib.sha256(part).hexdigest()}  part.{number:02d}\n")
     (CARRY / SUMS).write_text("".join(sums))  # the last call carries it: are all the parts in /tmp/carry, whole?
-    tree = tracked_bytes()
-    model = ROOT / "data" / "models" / "cardiovascular" / "ecg" / "pulse2pulse-ecg" / str(version)
-    problems = []
-    if tree + step > CALL_LIMIT:
-        problems.append(f"a part ({part_mib} MiB) and the working tree ({tree / 2**20:.1f} MiB) exceed the "
-                        f"{CALL_LIMIT // 2**20} MiB a call carries: run again with a smaller --part-mib")
-    if not model.is_dir():
-        problems.append(f"{model.relative_to(ROOT)} is not built: run `.venv/bin/deepsynthbody models build`")
-    elif tree + folder_bytes(model) > CALL_LIMIT:
-        problems.append(f"the model ({folder_bytes(model) / 2**20:.1f} MiB) and the working tree "
-                        f"({tree / 2**20:.1f} MiB) exceed the {CALL_LIMIT // 2**20} MiB a call carries")
     print(f"\n{len(parts)} parts under {CARRY.relative_to(ROOT)}/; the working tree travels with each call "
           f"({tree / 2**20:.1f} MiB). On one warm machine, back to back:")
     for number in range(1, len(parts) + 1):
         print(f"  carry [\".gpucarry/c{number}\"]: mkdir -p /tmp/carry && cp .gpucarry/c{number}/* /tmp/carry/")
-    if model.is_dir():
-        print(f"  carry [\"{model.relative_to(ROOT)}\", \".gpucarry/{SUMS}\"]: "
-              f"scripts/gpu-bench-device.sh --version {version}")
-    for problem in problems:
-        print(f"gpu-carry prepare: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    print(f"  carry [\"{model.relative_to(ROOT)}\", \".gpucarry/{SUMS}\"]: "
+          f"scripts/gpu-bench-device.sh --version {version}")
+    return 0
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from deepsynthbody.core import gpus as gpu_lists
 from deepsynthbody.core.errors import ModelInvalid
 from deepsynthbody.core.settings import Settings, usable_cores
 from model_store.manifest import ParameterInput
@@ -101,10 +102,17 @@ def _gpu_session(path: Path, settings: Settings, model: str) -> tuple[ort.Infere
         if session.get_providers()[0] == "CUDAExecutionProvider":
             return session, stream
         reason = "onnxruntime could not start its CUDA provider"
-    log.error("%s: no GPU this worker can use (CUDA_VISIBLE_DEVICES=%s; %s); it runs on the CPU, as a CPU worker "
-              "does. Give it a GPU, or set DSB_USE_CUDA=false to make it a CPU worker", model,
-              os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), reason)
+    log.error("%s: no GPU this worker can use %s; it runs on the CPU, as a CPU worker does. %s", model,
+              without_gpu(reason), WITHOUT_GPU_REMEDY)
     return None, None
+
+
+WITHOUT_GPU_REMEDY = "Give it a GPU, or set DSB_USE_CUDA=false to make it a CPU worker"
+
+
+def without_gpu(reason: str) -> str:
+    """Why a GPU worker runs on the CPU, as its logs say it (here, and as it starts: `workers.worker`)."""
+    return f"({gpu_lists.VARIABLE}={os.environ.get(gpu_lists.VARIABLE, 'unset')}; {reason})"
 
 
 def load(entry: ModelEntry, settings: Settings, precision: str = "fp32") -> ModelRuntime:

@@ -142,9 +142,8 @@ class GenerationWorker(SimpleWorker):
             self.log.info("Worker %s (pid %d): %s=%s", self.name, os.getpid(), gpu_lists.VARIABLE, gpu)
         if runtime.cuda_available(get_settings()) and (why_not := gpu_health.problem()):
             # said as it starts, not only once a job has loaded a model (`workers.runtime` says it again there)
-            self.log.error("Worker %s (pid %d): a GPU worker with no GPU it can use (%s=%s; %s): its jobs will run on "
-                           "the CPU. Give it a GPU, or set DSB_USE_CUDA=false to make it a CPU worker", self.name,
-                           os.getpid(), gpu_lists.VARIABLE, os.environ.get(gpu_lists.VARIABLE, "unset"), why_not)
+            self.log.error("Worker %s (pid %d): a GPU worker with no GPU it can use %s: its jobs will run on the "
+                           "CPU. %s", self.name, os.getpid(), runtime.without_gpu(why_not), runtime.WITHOUT_GPU_REMEDY)
         self._stop_heartbeats = heartbeat.keep_alive(self)  # every 2 s, idle or busy: /readyz sees a death at once
 
     def register_death(self) -> None:
