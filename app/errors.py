@@ -103,7 +103,11 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _issue(error: dict[str, Any]) -> dict[str, Any]:
-    msg = _cut(str(error.get("msg", "")), MESSAGE_CHARS)
+    # a check of ours that raised ValueError: its words are the message (pydantic puts "Value error, " before them
+    # and the exception's repr in `ctx`, which says nothing more)
+    own = error.get("type") == "value_error"
+    msg = str(error.get("msg", ""))
+    msg = _cut(msg.removeprefix("Value error, ") if own else msg, MESSAGE_CHARS)
     raw = error.get("input")
     if isinstance(raw, float) and not math.isfinite(raw):
         msg += " (NaN and Infinity are not JSON numbers)"
@@ -113,7 +117,7 @@ def _issue(error: dict[str, Any]) -> dict[str, Any]:
         "type": str(error.get("type", "")),
         "input": echo(error.get("input")),
     }
-    if error.get("ctx"):
+    if error.get("ctx") and not own:
         issue["ctx"] = {str(k): echo(v) for k, v in error["ctx"].items()}
     return issue
 

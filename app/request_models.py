@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -66,10 +67,12 @@ def _known_measurements(document: dict[str, Any]) -> Any:
 
     def check(where: Any) -> Any:
         if isinstance(where, dict):
-            unknown = [repr(name if len(name) <= 40 else f"{name[:40]}...")
-                       for name in where if name not in measurements]
+            unknown = [name for name in where if name not in measurements]
             if unknown:  # a long name is cut: the message must still reach the names it may use
-                raise ValueError(f"no measurement {', '.join(unknown[:5])}: the measurements are {known}")
+                named = ", ".join(repr(name if len(name) <= 40 else f"{name[:40]}...") for name in unknown[:5])
+                near = difflib.get_close_matches(unknown[0].lower(), list(measurements), n=1)
+                raise ValueError(f"no measurement {named}{f' (did you mean {near[0]}?)' if near else ''}: the "
+                                 f"measurements are {known}")
         return where
 
     return BeforeValidator(check)

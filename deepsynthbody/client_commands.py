@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,41 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def _where(conditions: list[str]) -> dict[str, dict[str, float]]:
+    """`--where NAME=MIN:MAX` (either bound may be left out) as the request's `where`."""
+    from deepsynthbody.cli import CommandError
+
+    where: dict[str, dict[str, float]] = {}
+    for condition in conditions:
+        name, sep, bounds = condition.partition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            if not (sep and name and colon and (low or high)):
+                raise ValueError
+            where[name] = {key: float(text) for key, text in (("min", low), ("max", high)) if text}
+            if not all(map(math.isfinite, where[name].values())):
+                raise ValueError
+        except ValueError:
+            raise CommandError(f"--where {condition!r}: write NAME=MIN:MAX, numbers in the measurement's unit, either "
+                               "left out for no bound, e.g. --where heart_rate=50:60 --where qrs_duration=:100 (the "
+                               "model card lists the measurements)") from None
+    return where
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request: the options given (the service fills in the rest), then `--param`s."""
+    body = {"num_samples": args.n, "seed": args.seed, "format": args.format, "version": args.version,
+            "precision": args.precision, "annotate": args.annotate or None, "where": _where(args.where) or None}
+    return {key: value for key, value in body.items() if value is not None} | _params(args.param)
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
 def _generate(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    body = {"num_samples": args.n, "seed": args.seed, "format": args.format, **_params(args.param)}
-    body = {key: value for key, value in body.items() if value is not None}
+    body = _body(args)
     wanted = {"url": None, "model": args.model, "request": body}
     state = out / STATE_FILE
     try:
@@ -156,8 +184,17 @@ def add_commands(commands: Any, command: Any, count: Any) -> None:  # noqa: ANN4
     generate.add_argument("-n", "--num-samples", dest="n", type=count(1), default=1, help="samples to make")
     generate.add_argument("--format", help="file format, e.g. wfdb, npy, csv, edf, png (default: the model's first)")
     generate.add_argument("--seed", type=count(0), help="seed: the same seed gives the same samples (default: random)")
-    generate.add_argument("--param", action="append", default=[],
-                          help="a model parameter, NAME=VALUE, e.g. leads=12 (repeatable; the model card lists them)")
+    generate.add_argument("--version", type=count(1), help="model version (default: the latest)")
+    generate.add_argument("--precision", help="fp32 or a variant the model ships, e.g. fp16 (default: fp32)")
+    generate.add_argument("--annotate", action="store_true",
+                          help="measure every sample: labels.csv and annotation files beside them (models that "
+                          "measure their samples, e.g. the ECG)")
+    generate.add_argument("--where", action="append", default=[], metavar="NAME=MIN:MAX",
+                          help="keep only samples whose measurement NAME is in [MIN, MAX] (either may be left out: "
+                          "qrs_duration=:100); repeatable, all must hold; implies --annotate")
+    generate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="a model parameter, e.g. leads=12 (repeatable; the model card lists them), or any "
+                          "other request field, VALUE as JSON")
     generate.add_argument("-o", "--out", required=True, help="folder to unpack the files into")
     _service(generate)
     generate.set_defaults(func=_generate)

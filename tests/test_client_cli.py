@@ -192,6 +192,19 @@ def test_jobs_list_show_and_cancel(settings: Settings, api_url: str, worker: sub
     wait_for(lambda: httpx.get(f"{api_url}/jobs/{job_id}").json()["status"] == "canceled", 30, "the cancel")
 
 
+def test_generate_sends_every_request_option(settings: Settings, api_url: str, worker: subprocess.Popen[bytes],
+                                            tmp_path: Path) -> None:
+    done = deepsynthbody(settings, "generate", "cardiovascular/ecg", "-n", "2", "--format", "npy", "--seed", "3",
+                         "--version", "1", "--precision", "fp16", "--annotate", "--param", "leads=12",
+                         "--where", "heart_rate=:200", "-o", str(tmp_path), "--url", api_url)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["request"] == {"num_samples": 2, "seed": 3, "format": "npy", "model": "pulse2pulse-ecg",
+                                   "version": 1, "precision": "fp16", "annotate": True,
+                                   "where": {"heart_rate": {"min": None, "max": 200.0}}, "leads": 12}
+    assert manifest["model"]["precision"] == "fp16" and (tmp_path / "labels.csv").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -200,6 +213,15 @@ def test_jobs_list_show_and_cancel(settings: Settings, api_url: str, worker: sub
         (["generate", "ecg", "-o", "{tmp}"], ["CATEGORY/SUBCATEGORY"]),
         (["generate", "cardiovascular/ecg", "--param", "leads=10", "-o", "{tmp}"], ["leads", "HTTP 422"]),
         (["generate", "cardiovascular/ecg", "--format", "mp3", "-o", "{tmp}"], ["format", "wfdb", "HTTP 422"]),
+        (["generate", "cardiovascular/ecg", "-n", "10001", "-o", "{tmp}"],
+         ["at most 10000 samples per request on this service", "HTTP 422"]),
+        (["generate", "cardiovascular/ecg", "--where", "heart_rate=fast", "-o", "{tmp}"],
+         ["--where 'heart_rate=fast': write NAME=MIN:MAX", "e.g. --where heart_rate=50:60"]),
+        (["generate", "cardiovascular/ecg", "--where", "heart_rate=50", "-o", "{tmp}"], ["write NAME=MIN:MAX"]),
+        (["generate", "cardiovascular/ecg", "--where", "heart_rate=inf:", "-o", "{tmp}"], ["write NAME=MIN:MAX"]),
+        (["generate", "cardiovascular/ecg", "--where", "heartrate=50:60", "-o", "{tmp}"],
+         ["no measurement 'heartrate' (did you mean heart_rate?)", "HTTP 422"]),
+        (["generate", "cardiovascular/ecg", "--version", "7", "-o", "{tmp}"], ["installed versions: 1, 2", "HTTP 404"]),
     ],
 )
 def test_every_mistake_is_one_line(settings: Settings, api_url: str, tmp_path: Path, args: list[str],

@@ -4,6 +4,7 @@ same for the examples of the pages it links in docs/."""
 from __future__ import annotations
 
 import ast
+import csv
 import importlib.metadata
 import io
 import json
@@ -120,6 +121,20 @@ def test_curl_examples_run_as_written(client: httpx.Client, api_url: str, tmp_pa
             assert len(done.stdout.splitlines()) == request["num_samples"]
 
 
+def test_the_recipe_it_shows_is_one_request_the_default_service_takes(ecg_model_dir: Path) -> None:
+    """The dataset-as-a-recipe paragraph's request passes the default service's validation, limits included."""
+    from app import request_models
+    from model_store.store import load_manifest
+
+    recipes = [json.loads(text) for text in re.findall(r"`(\{[^`]*\"num_samples\"[^`]*\})`", PAGES)]
+    assert recipes
+    max_samples = Settings.model_fields["max_samples"].default
+    manifest = load_manifest(ecg_model_dir)
+    for recipe in recipes:
+        assert (recipe["model"], recipe["version"]) == (manifest.id, manifest.version)
+        request_models.parse(manifest, max_samples, json.dumps(recipe).encode())
+
+
 def test_python_example_runs_as_written(client: httpx.Client, api_url: str, readme_env: dict[str, str]) -> None:
     (example,) = [b for b in _blocks("python") if "/generate/" in b]
     example = example.replace(f"http://{README_URL}", api_url)
@@ -137,6 +152,35 @@ def test_cli_examples_exist(readme_env: dict[str, str]) -> None:
         done = subprocess.run([sys.executable, "-m", "deepsynthbody", *command.split(), "--help"], cwd=ROOT,
                               env=readme_env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (command, done.stderr)
+
+
+def test_client_examples_run_as_written(client: httpx.Client, settings: Settings, api_url: str,
+                                       readme_env: dict[str, str], tmp_path: Path) -> None:
+    """Every `deepsynthbody generate` and `deepsynthbody jobs` line of the README's shell blocks, run as written
+    against a real API and worker (`--url` added); the filtered one's labels.csv holds what it asked for."""
+    commands = [c for block in _blocks("") for c in _shell_commands(block)
+                if c.startswith(("deepsynthbody generate ", "deepsynthbody jobs "))]
+    assert any("--where" in c for c in commands) and any(c.startswith("deepsynthbody jobs ") for c in commands)
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", *command.split(), "--url", api_url], cwd=tmp_path,
+                              env=readme_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr)
+        if " generate " not in command:
+            continue
+        out = tmp_path / command.split(" -o ")[1].split()[0]
+        manifest = json.loads((out / "manifest.json").read_text())
+        count = int(command.split(" -n ")[1].split()[0])
+        assert len(list(out.glob("*.hea"))) == count == manifest["num_samples"], command
+        conditions = dict(c.split("=") for c in re.findall(r"--where (\S+)", command))
+        if conditions:
+            with (out / "labels.csv").open() as labels:
+                rows = list(csv.DictReader(labels))
+            assert len(rows) == count and len(list(out.glob("*.atr"))) == count
+            for name, bounds in conditions.items():
+                low, high = (float(b) if b else None for b in bounds.split(":"))
+                (column,) = [c for c in rows[0] if c.startswith(f"{name}_")]
+                values = [float(row[column]) for row in rows]
+                assert all((low is None or v >= low) and (high is None or v <= high) for v in values), values
 
 
 def test_preview_example_draws_the_readme_grid(readme_env: dict[str, str], tmp_path: Path) -> None:

@@ -84,8 +84,17 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
         return request_models.parse(entry.manifest, settings.max_samples, body)
     except ValidationError as exc:
         model = request_models.request_model(entry.manifest, settings.max_samples)
-        errors = [{**e, "loc": ("body", *e["loc"])} | _unknown_field(model, e) for e in exc.errors(include_url=False)]
+        errors = [{**e, "loc": ("body", *e["loc"])} | _unknown_field(model, e) | _too_many(e, settings.max_samples)
+                  for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def _too_many(error: Any, max_samples: int) -> dict[str, Any]:
+    """`num_samples` over the service's limit: the limit is this service's, and a larger dataset is still recipes."""
+    if tuple(error["loc"]) != ("num_samples",) or error["type"] != "less_than_equal":
+        return {}
+    return {"msg": f"at most {max_samples} samples per request on this service (its DSB_MAX_SAMPLES); make a larger "
+                   "dataset as several requests, each with a seed of its own (together, the dataset's recipe)"}
 
 
 def _unknown_field(model: type[BaseModel], error: Any) -> dict[str, Any]:

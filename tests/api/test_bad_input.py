@@ -15,7 +15,9 @@ from tests.conftest import ECG, free_port, run_api, submit, wait_finished, wait_
     ("body", "field", "hint"),
     [
         ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
-        ({"num_samples": 10_001}, "num_samples", "less than or equal to 10000"),
+        ({"num_samples": 10_001}, "num_samples", "at most 10000 samples per request on this service (its "
+                                                 "DSB_MAX_SAMPLES); make a larger dataset as several requests, each "
+                                                 "with a seed of its own"),
         ({"num_samples": "ten"}, "num_samples", "valid integer"),
         ({"num_samples": 1.5}, "num_samples", "valid integer"),
         ({"num_samples": True}, "num_samples", "valid integer"),

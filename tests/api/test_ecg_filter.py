@@ -133,8 +133,11 @@ def test_a_job_past_its_candidate_budget_fails_saying_how_many_it_found(settings
 
 
 @pytest.mark.parametrize(("where", "message"), [
-    ({"heart_beat": {"min": 50}}, "heart_rate"),  # unknown: the error lists the known ones
-    ({"heart_rate": {"min": 70, "max": 50}}, "min 70 is above max 50"),
+    # unknown: the error names the nearest and lists the known ones
+    ({"heart_beat": {"min": 50}}, "no measurement 'heart_beat' (did you mean heart_rate?): the measurements are "
+                                  "heart_rate, rr_mean"),
+    # our checks' words as they are, without pydantic's "Value error, " before them
+    ({"heart_rate": {"min": 70, "max": 50}}, "body.where.heart_rate: min 70 is above max 50"),
     ({"heart_rate": {}}, "give min, max or both"),
     ({"heart_rate": {"min": 300}}, "expected acceptance 0 is below the floor"),
     ({"qrs_duration": {"max": -5}}, "expected acceptance 0 is below the floor"),
