@@ -44,10 +44,18 @@ def _serve(args: argparse.Namespace) -> None:
     run(args.host, args.port, _workers(args), gpus=args.gpus)
 
 
-def _build_missing(settings) -> None:  # noqa: ANN001 - Settings, imported lazily
-    from deepsynthbody.serve import build_missing
+def _say_unbuilt(command: str) -> None:
+    """`api` and `worker` build no model (their hosts share one data dir, and need no PyTorch): one whose recipe is
+    here and whose files are not is named as they start, with the command that builds it."""
+    from deepsynthbody.core.settings import get_settings
+    from model_store.build import missing
 
-    build_missing(settings)
+    store = open_store(get_settings())
+    unbuilt = [f"{recipe.model_id} v{recipe.version}" for recipe in missing(store)]
+    if unbuilt:
+        log.warning("%s: not built in %s: %s. Requests for them are refused (404) until `deepsynthbody models build` "
+                    "has run once with this DSB_DATA_DIR (on a host with the export extra: pip install -e '.[export]')",
+                    command, store.install_root, ", ".join(unbuilt))
 
 
 def _api(args: argparse.Namespace) -> None:
@@ -56,6 +64,7 @@ def _api(args: argparse.Namespace) -> None:
     from deepsynthbody.core.keys import resolve_auth
 
     resolve_auth(args.host)  # DSB_AUTH's default depends on the address
+    _say_unbuilt("deepsynthbody api")
 
     from app.metrics import shared_by_processes
     from deepsynthbody.core.logs import uvicorn_config
@@ -72,6 +81,7 @@ def _worker(args: argparse.Namespace) -> None:
 
     num_workers = _workers(args)
     share_cores(num_workers)  # before the settings are read: the pool's workers inherit them
+    _say_unbuilt("deepsynthbody worker")
     run(args.queues or [get_settings().queue], num_workers=num_workers, burst=args.burst, gpus=args.gpus)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deepsynthbody.core.settings import Settings
-from tests.conftest import ROOT, environment, nvidia_smi
+from tests.conftest import ROOT, environment, free_port, nvidia_smi
 
 
 def deepsynthbody(settings: Settings, *args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
@@ -171,3 +171,24 @@ def test_a_containers_cpu_quota_limits_the_cores_a_worker_uses(tmp_path: Path) -
         assert cores == 1 and machine == os.cpu_count(), done.stdout
     finally:
         group.rmdir()
+
+
+def test_api_and_worker_name_the_models_not_built_in_their_data_dir(settings: Settings, ecg_model_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """`api` and `worker` build nothing: on a data dir where the ECG's recipe has not run they say so, and how."""
+    queue = f"unbuilt-{uuid.uuid4().hex[:8]}"  # empty: the burst worker exits at once
+    bare = deepsynthbody(settings, "worker", "--burst", "--queues", queue, DSB_DATA_DIR=str(tmp_path))
+    assert bare.returncode == 0, bare.stderr
+    (line,) = [line for line in bare.stderr.splitlines() if "not built" in line]
+    assert (f"deepsynthbody worker: not built in {tmp_path / 'models'}: pulse2pulse-ecg v1, pulse2pulse-ecg v2. "
+            "Requests for them are refused (404) until `deepsynthbody models build` has run once") in line, line
+    built = deepsynthbody(settings, "worker", "--burst", "--queues", queue)  # the session's data dir: built
+    assert built.returncode == 0 and "not built" not in built.stderr, built.stderr
+    with subprocess.Popen([sys.executable, "-m", "deepsynthbody", "api", "--port", str(free_port())], cwd=ROOT,
+                          env=environment(settings, DSB_DATA_DIR=str(tmp_path)), stderr=subprocess.PIPE,
+                          text=True) as api:
+        try:
+            first = api.stderr.readline()  # before uvicorn starts
+        finally:
+            api.terminate()
+    assert first.split(" WARNING ", 1)[1].startswith("deepsynthbody api: not built in "), first
