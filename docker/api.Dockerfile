@@ -1,5 +1,6 @@
-# The HTTP API (no onnxruntime sessions run here). Also builds missing models at start,
-# so it carries the export extra (torch CPU build) once; workers then read the shared store.
+# The HTTP API (no onnxruntime sessions run here). Also builds missing models at start (docker-compose.yml does it
+# once, in its `models` service, before the API and the workers start), so it carries the export extra (torch CPU
+# build) once; workers then read the shared store.
 FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 DSB_DATA_DIR=/data
 WORKDIR /srv

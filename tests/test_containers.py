@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -47,3 +48,12 @@ def test_compose_requires_api_keys_and_says_how_to_get_the_first() -> None:
     api = compose[compose.index("\n  api:"):compose.index("\n  worker:")]
     assert "DSB_AUTH: required" in api
     assert "docker compose exec api deepsynthbody keys create --name admin --admin" in api
+
+
+def test_compose_builds_the_models_once_before_the_api_and_the_workers() -> None:
+    """`api` and `worker` build nothing: a one-off service builds the recipe models into the shared volume first."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["models"]["command"] == ["deepsynthbody", "models", "build"]
+    assert services["models"]["volumes"] == services["api"]["volumes"] == services["worker"]["volumes"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["models"] == {"condition": "service_completed_successfully"}, name
