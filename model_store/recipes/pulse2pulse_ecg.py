@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from model_store.manifest import MANIFEST_FILE, Manifest
-from model_store.recipes.fp16 import to_fp16
 from model_store.store import sha256_file
 
 MODEL_ID = "pulse2pulse-ecg"
@@ -139,6 +138,8 @@ def export(target: Path, version: int) -> Manifest:
     """Write model.onnx, its fp16 variant and manifest.json of `version` into `target` (atomically: a
     half-built model is never seen)."""
     import torch
+
+    from model_store.recipes.fp16 import to_fp16  # onnx: the export's, not listing the recipes' (`api` does)
 
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
