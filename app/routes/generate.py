@@ -84,8 +84,9 @@ def _validate(entry: ModelEntry, settings: Settings, body: bytes) -> Any:
         return request_models.parse(entry.manifest, settings.max_samples, body)
     except ValidationError as exc:
         model = request_models.request_model(entry.manifest, settings.max_samples)
-        errors = [{**e, "loc": ("body", *e["loc"])} | _unknown_field(model, e) | _too_many(e, settings.max_samples)
-                  for e in exc.errors(include_url=False)]
+        listed: set[tuple[Any, ...]] = set()  # where the fields taken have been listed: once per place
+        errors = [{**e, "loc": ("body", *e["loc"])} | _unknown_field(model, e, listed)
+                  | _too_many(e, settings.max_samples) for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
 
 
@@ -97,14 +98,17 @@ def _too_many(error: Any, max_samples: int) -> dict[str, Any]:
                    "dataset as several requests, each with a seed of its own (together, the dataset's recipe)"}
 
 
-def _unknown_field(model: type[BaseModel], error: Any) -> dict[str, Any]:
-    """An unknown field's message names the fields taken there (a model's parameters are top-level fields)."""
+def _unknown_field(model: type[BaseModel], error: Any, listed: set[tuple[Any, ...]]) -> dict[str, Any]:
+    """An unknown field's message names the nearest field and those taken there (a model's parameters are top-level
+    fields); the list once per place (`listed`: the places already listed), however many unknown fields it has."""
     fields = request_models.fields_at(model, tuple(error["loc"])) if error["type"] == "extra_forbidden" else None
     if not fields:
         return {}
     near = difflib.get_close_matches(str(error["loc"][-1]).lower(), fields, n=1)
-    return {"msg": f"unknown field{f' (did you mean {near[0]}?)' if near else ''}; the fields here are "
-                   f"{', '.join(fields)}"}
+    place = tuple(error["loc"][:-1])
+    listing = "" if place in listed else f"; the fields here are {', '.join(fields)}"
+    listed.add(place)
+    return {"msg": f"unknown field{f' (did you mean {near[0]}?)' if near else ''}{listing}"}
 
 
 def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:

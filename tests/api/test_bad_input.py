@@ -45,6 +45,18 @@ def test_invalid_fields_are_422_naming_the_field(client: httpx.Client, body: dic
     assert field in payload["message"] and hint in payload["message"], payload["message"]
 
 
+def test_several_unknown_fields_list_the_fields_taken_once(client: httpx.Client) -> None:
+    response = client.post(ECG, json={"num_samples": 1, "colour": "red", "size": 3, "where": {"heart_rate": {
+        "minimum": 50, "maximum": 60}}})
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.count("the fields here are num_samples, seed") == 1, message
+    assert message.count("the fields here are min, max") == 1, message
+    said = {issue["loc"][-1]: issue["msg"] for issue in response.json()["detail"]}
+    assert said["colour"].startswith("unknown field; the fields here are") and said["size"] == "unknown field", said
+    assert "body.where.heart_rate.maximum: unknown field (did you mean max?)" in message, message
+
+
 @pytest.mark.parametrize("raw", [b'{"num_samples": 1', b"not json", b"", b"[1, 2]", b'"text"'])
 def test_malformed_json_is_422(client: httpx.Client, raw: bytes) -> None:
     response = client.post(ECG, content=raw, headers={"content-type": "application/json"})
