@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from functools import lru_cache
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -39,6 +40,12 @@ def example(manifest: Manifest) -> dict[str, Any]:
     }
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """What a message about `name`, which is none of `choices`, adds: ' (did you mean X?)' with the nearest, or ''."""
+    near = difflib.get_close_matches(name.lower(), list(choices), n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
 class Range(BaseModel):
     """Bounds of one measurement, both included; either may be left out."""
 
@@ -70,9 +77,8 @@ def _known_measurements(document: dict[str, Any]) -> Any:
             unknown = [name for name in where if name not in measurements]
             if unknown:  # a long name is cut: the message must still reach the names it may use
                 named = ", ".join(repr(name if len(name) <= 40 else f"{name[:40]}...") for name in unknown[:5])
-                near = difflib.get_close_matches(unknown[0].lower(), list(measurements), n=1)
-                raise ValueError(f"no measurement {named}{f' (did you mean {near[0]}?)' if near else ''}: the "
-                                 f"measurements are {known}")
+                raise ValueError(f"no measurement {named}{did_you_mean(unknown[0], measurements)}: the measurements "
+                                 f"are {known}")
         return where
 
     return BeforeValidator(check)
@@ -180,4 +186,4 @@ def parse(manifest: Manifest, max_samples: int, body: bytes) -> BaseModel:
     return request_model(manifest, max_samples).model_validate_json(body)
 
 
-__all__ = ["ValidationError", "example", "fields_at", "parse", "request_model"]
+__all__ = ["ValidationError", "did_you_mean", "example", "fields_at", "parse", "request_model"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 from typing import Any
 
@@ -104,11 +103,10 @@ def _unknown_field(model: type[BaseModel], error: Any, listed: set[tuple[Any, ..
     fields = request_models.fields_at(model, tuple(error["loc"])) if error["type"] == "extra_forbidden" else None
     if not fields:
         return {}
-    near = difflib.get_close_matches(str(error["loc"][-1]).lower(), fields, n=1)
     place = tuple(error["loc"][:-1])
     listing = "" if place in listed else f"; the fields here are {', '.join(fields)}"
     listed.add(place)
-    return {"msg": f"unknown field{f' (did you mean {near[0]}?)' if near else ''}{listing}"}
+    return {"msg": f"unknown field{request_models.did_you_mean(str(error['loc'][-1]), fields)}{listing}"}
 
 
 def _budgeted(settings: Settings, manifest: Manifest, spec: JobSpec) -> int:
